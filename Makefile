@@ -1,0 +1,38 @@
+# The two commands of the contract: `make run` and `make test`. Nothing else is needed on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck reliability bench clean postgres
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+## run: the whole local stack in the foreground (app :5000, QStash :8080, AimHarder sandbox, cron pinger)
+run: $(STAMP)
+	$(PY) -m flask --app wsgi db upgrade
+	$(PY) scripts/devstack.py
+
+## postgres: make sure the local PostgreSQL answers (the suite runs DB tests on it too)
+postgres:
+	@scripts/ensure-postgres.sh
+
+## test: the same set-up, then the whole suite; non-zero on any failure
+test: $(STAMP) postgres
+	$(PY) -m flask --app wsgi db upgrade
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(STAMP)
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) instance/*.db .pytest_cache .mypy_cache .ruff_cache
