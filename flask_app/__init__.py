@@ -1,0 +1,38 @@
+"""The prebooking service: create_app() is the one place where things are wired together."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from flask_app import db, dbschema, errors, execution, sessions
+from flask_app.blueprints import api
+from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Create and configure an instance of the service."""
+    app = Flask(__name__, instance_path=str(ROOT / "instance"))
+    app.config.from_object(Defaults)
+    if test_config is None:
+        load_dotenv_file(ROOT)
+        app.config.update(settings_from_env(os.environ))
+    else:
+        app.config.update(test_config)
+    if not app.config.get("DATABASE_URL"):
+        app.config["DATABASE_URL"] = default_database_url(app.instance_path)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    errors.register(app)
+    db.init_app(app)
+    dbschema.init_app(app)
+    sessions.init_app(app)
+    execution.init_app(app)
+    app.register_blueprint(api.bp)
+    return app

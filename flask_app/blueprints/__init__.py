@@ -1,0 +1,1 @@
+"""HTTP edges: each module exposes one blueprint named `bp`."""

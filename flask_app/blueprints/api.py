@@ -1,0 +1,130 @@
+"""/api/prebookings, /api/sessions, /api/health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from flask_app import events, repository, sessions
+from flask_app.auth import require_bearer
+from flask_app.db import get_session
+from flask_app.errors import error
+from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
+from flask_app.timing import SystemClock
+
+bp = Blueprint("api", __name__)
+_clock = SystemClock()
+
+
+@bp.before_request
+def _authenticate() -> None:
+    if request.endpoint != "api.health":
+        require_bearer("API_TOKEN")
+
+
+@bp.errorhandler(repository.NotFound)
+def _not_found(exc: repository.NotFound) -> tuple[Response, int]:
+    return error(404, f"no prebooking with id {exc}")
+
+
+@bp.errorhandler(repository.Conflict)
+def _conflict(exc: repository.Conflict) -> tuple[Response, int]:
+    return error(409, str(exc))
+
+
+@bp.errorhandler(repository.BadInput)
+def _bad_input(exc: repository.BadInput) -> tuple[Response, int]:
+    return error(422, str(exc))
+
+
+@bp.errorhandler(sessions.SessionKeyError)
+def _no_keys(exc: sessions.SessionKeyError) -> tuple[Response, int]:
+    return error(503, f"{exc}; user sessions cannot be stored")
+
+
+def _json_body() -> Any:
+    if not request.is_json:
+        raise BadRequest("body must be JSON (Content-Type: application/json)")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("body is not valid JSON")
+    return body
+
+
+@bp.post("/api/prebookings")
+def create_prebooking() -> tuple[Response, int]:
+    body = PrebookingCreate.model_validate(_json_body())
+    session = get_session()
+    row = repository.create(session, body, _clock.now())
+    events.prebooking_created.send(
+        current_app._get_current_object(), prebooking=row, session=session
+    )  # type: ignore[attr-defined]
+    return jsonify(repository.to_json(row)), 201
+
+
+@bp.get("/api/prebookings")
+def list_prebookings() -> Response:
+    query = ListQuery.model_validate(request.args.to_dict())
+    page = repository.list_page(get_session(), query)
+    items = [repository.to_json(row) for row in page.items]
+    return jsonify({"items": items, "next_cursor": page.next_cursor})
+
+
+@bp.get("/api/prebookings/<prebooking_id>")
+def get_prebooking(prebooking_id: str) -> Response:
+    return jsonify(repository.to_json(repository.get(get_session(), prebooking_id)))
+
+
+@bp.delete("/api/prebookings/<prebooking_id>")
+def cancel_prebooking(prebooking_id: str) -> Response:
+    session = get_session()
+    row = repository.cancel(session, prebooking_id, _clock.now())
+    events.prebooking_cancelled.send(
+        current_app._get_current_object(), prebooking=row, session=session
+    )  # type: ignore[attr-defined]
+    return jsonify(repository.to_json(row))
+
+
+@bp.put("/api/sessions/<user_email>")
+def put_session(user_email: str) -> Response:
+    email = EmailOnly.model_validate({"user_email": user_email}).user_email.lower()
+    body = SessionPut.model_validate(_json_body())
+    session = get_session()
+    row = sessions.store_cookies(session, sessions.get_cipher(), email, body.cookies)
+    session.commit()
+    return jsonify(
+        {
+            "user_email": email,
+            "cookie_names": sorted(body.cookies),
+            "updated_at": row.updated_at.isoformat(),
+        }
+    )
+
+
+@bp.get("/api/health")
+def health() -> Response:
+    cfg = current_app.config
+    flags = {
+        name: cfg[name]
+        for name in (
+            "QSTASH_ENABLED",
+            "QSTASH_SHADOW",
+            "QSTASH_ROLLOUT_PERCENT",
+            "LEGACY_CRON_ENABLED",
+        )
+    }
+    configured = {
+        name: bool(cfg.get(name))
+        for name in ("API_TOKEN", "CRON_SECRET", "SESSION_ENCRYPTION_KEYS")
+    }
+    return jsonify(
+        {
+            "status": "ok",
+            "flags": flags,
+            "configured": configured,
+            "qstash_url": cfg["QSTASH_URL"],
+            "app_base_url": cfg["APP_BASE_URL"],
+        }
+    )

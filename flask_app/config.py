@@ -1,0 +1,128 @@
+"""Settings: the contract's environment variables, parsed in one pure function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# The official QStash dev server's published user 1 (not secrets; see qstash_dev).
+DEV_QSTASH_TOKEN = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0="
+DEV_QSTASH_CURRENT_SIGNING_KEY = "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r"
+DEV_QSTASH_NEXT_SIGNING_KEY = "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs"
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off", ""}
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+class Defaults:
+    """Values in force when neither the environment nor test_config says otherwise."""
+
+    DATABASE_URL: str | None = None  # None: SQLite file under the instance folder
+    QSTASH_ENABLED = False
+    QSTASH_SHADOW = False
+    QSTASH_ROLLOUT_PERCENT = 100
+    LEGACY_CRON_ENABLED = True
+    QSTASH_URL = "http://127.0.0.1:8080"
+    QSTASH_TOKEN = DEV_QSTASH_TOKEN
+    QSTASH_CURRENT_SIGNING_KEY = DEV_QSTASH_CURRENT_SIGNING_KEY
+    QSTASH_NEXT_SIGNING_KEY = DEV_QSTASH_NEXT_SIGNING_KEY
+    APP_BASE_URL = "http://127.0.0.1:5000"
+    CRON_SECRET: str | None = None
+    API_TOKEN: str | None = None
+    SESSION_ENCRYPTION_KEYS: str | None = None
+    AIMHARDER_BASE_URL: str | None = None
+    AIMHARDER_TIMEOUT_S = 8.0
+    TASK_IMPORTS = ""
+    CLAIM_LEASE_SECONDS = 60
+    # Bodies larger than this are refused with 413 before they are parsed.
+    MAX_CONTENT_LENGTH = 64 * 1024
+
+
+_BOOLS = ("QSTASH_ENABLED", "QSTASH_SHADOW", "LEGACY_CRON_ENABLED")
+_STRINGS = (
+    "DATABASE_URL",
+    "QSTASH_URL",
+    "QSTASH_TOKEN",
+    "QSTASH_CURRENT_SIGNING_KEY",
+    "QSTASH_NEXT_SIGNING_KEY",
+    "APP_BASE_URL",
+    "CRON_SECRET",
+    "API_TOKEN",
+    "SESSION_ENCRYPTION_KEYS",
+    "AIMHARDER_BASE_URL",
+    "TASK_IMPORTS",
+)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """Read a boolean the way operators write them (true/false, 1/0, yes/no, on/off).
+
+    Raises:
+        ConfigError: the value is none of those.
+    """
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+def parse_int(name: str, raw: str, *, low: int, high: int | None = None) -> int:
+    """Read an integer within bounds.
+
+    Raises:
+        ConfigError: not an integer, or out of bounds.
+    """
+    try:
+        value = int(raw.strip().rstrip("%"))
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name} must be {bound}, not {value}")
+    return value
+
+
+def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Parse the contract's variables from an environment mapping (pure: pass any dict).
+
+    Raises:
+        ConfigError: a variable is set to something unusable.
+    """
+    out: dict[str, Any] = {}
+    for name in _STRINGS:
+        value = environ.get(name)
+        if value is not None and value.strip() != "":
+            out[name] = value.strip()
+    for name in _BOOLS:
+        if name in environ:
+            out[name] = parse_bool(name, environ[name])
+    if "QSTASH_ROLLOUT_PERCENT" in environ:
+        raw = environ["QSTASH_ROLLOUT_PERCENT"]
+        out["QSTASH_ROLLOUT_PERCENT"] = parse_int("QSTASH_ROLLOUT_PERCENT", raw, low=0, high=100)
+    if "CLAIM_LEASE_SECONDS" in environ:
+        raw = environ["CLAIM_LEASE_SECONDS"]
+        out["CLAIM_LEASE_SECONDS"] = parse_int("CLAIM_LEASE_SECONDS", raw, low=1)
+    return out
+
+
+def load_dotenv_file(root: Path) -> None:
+    """Read `.env` at the project root into os.environ without overriding what is set."""
+    from dotenv import load_dotenv
+
+    env_file = root / ".env"
+    if env_file.is_file():
+        load_dotenv(env_file, override=False)
+
+
+def default_database_url(instance_path: str) -> str:
+    """The SQLite file under the instance folder used when DATABASE_URL is unset."""
+    os.makedirs(instance_path, exist_ok=True)
+    return f"sqlite:///{Path(instance_path) / 'prebookings.db'}"

@@ -1,0 +1,18 @@
+"""Signals of the execution core (blinker). Observers (comparison, metrics) connect here."""
+
+from __future__ import annotations
+
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: Sent once per arrival of a path at the execution core, after it finished, whatever happened.
+#: sender: the path name ("cron" | "qstash" | "shadow"); kwargs: attempt=Attempt.
+attempt_finished = _signals.signal("attempt-finished")
+
+#: Sent after a prebooking was created and committed. sender: the Flask app;
+#: kwargs: prebooking=Prebooking, session=Session. The QStash path publishes from here.
+prebooking_created = _signals.signal("prebooking-created")
+
+#: Sent after a prebooking was cancelled and committed (same sender and kwargs).
+prebooking_cancelled = _signals.signal("prebooking-cancelled")

@@ -1,0 +1,472 @@
+"""The execution core both paths call: claim atomically, book once, record the outcome.
+
+A claim is one conditional UPDATE ... RETURNING (pending, or loaded with an expired lease,
+becomes loaded with our owner token), so two claimants can never both own a prebooking, on
+SQLite or PostgreSQL. Every later write is conditional on still owning the claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from flask_app import events
+from flask_app.aimharder import BookingOutcome, BookingResult
+from flask_app.models import Prebooking
+from flask_app.prebooking import Event, PrebookingStatus, sources, transition
+from flask_app.timing import Clock, lateness_ms
+
+log = logging.getLogger(__name__)
+
+CookieLoader = Callable[[Session, str], "dict[str, str] | None"]
+
+
+class BookingClient(Protocol):
+    """The part of AimHarderClient the core uses."""
+
+    def book(
+        self, *, box: str, class_id: str, day: str, family_id: str | None, cookies: dict[str, str]
+    ) -> BookingResult: ...
+
+    def is_booked(
+        self, *, box: str, class_id: str, day: str, family_id: str | None, cookies: dict[str, str]
+    ) -> bool | None: ...
+
+
+class Action(StrEnum):
+    """What one arrival ended up doing."""
+
+    EXECUTED = "executed"  # claimed, sent the booking, recorded a final outcome
+    CONFIRMED = "confirmed"  # recovered claim; AimHarder's listing showed it already booked
+    RELEASED = "released"  # claimed, hit a transient failure, handed back for a retry
+    FAILED = "failed"  # claimed, could not be executed (no session stored, bad session row)
+    LOST_CLAIM = "lost_claim"  # the other path or another worker holds or finished it
+    SKIPPED = "skipped"  # cancelled or already terminal when it arrived
+    NOT_FOUND = "not_found"
+    SHADOW = "shadow"  # observed only (QSTASH_SHADOW)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claim we hold: a snapshot of the row as the UPDATE left it."""
+
+    id: str
+    owner: str
+    user_email: str
+    booking_data: dict[str, Any]
+    available_at: datetime
+    book_sent_at: datetime | None  # set: a previous owner may already have reached AimHarder
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """Everything about one arrival, for the comparison module, metrics and responses."""
+
+    prebooking_id: str
+    path: str
+    arrived_at: datetime
+    action: Action
+    available_at: datetime | None = None
+    won: bool = False
+    status: str | None = None
+    outcome: BookingOutcome | None = None
+    fired_at: datetime | None = None
+    booking_latency: timedelta | None = None
+    message_id: str | None = None
+    retried: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lateness_ms(self) -> float | None:
+        """Arrival against the window opening (negative: arrived before it, as QStash should)."""
+        if self.available_at is None:
+            return None
+        return lateness_ms(self.arrived_at, self.available_at)
+
+    @property
+    def fire_lateness_ms(self) -> float | None:
+        """When the booking request left against the window opening."""
+        if self.fired_at is None or self.available_at is None:
+            return None
+        return lateness_ms(self.fired_at, self.available_at)
+
+
+def _owner(path: str) -> str:
+    return f"{path}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def claim(
+    session: Session, prebooking_id: str, *, path: str, now: datetime, lease: timedelta
+) -> Claimed | None:
+    """Take a prebooking for execution, atomically; None if someone else has or had it.
+
+    The lease runs from the later of now and the window opening, so a claimant that waits for
+    the opening instant is not mistaken for a crashed one.
+    """
+    owner = _owner(path)
+    claimable = or_(
+        Prebooking.status == PrebookingStatus.PENDING,
+        and_(Prebooking.status == PrebookingStatus.LOADED, Prebooking.claim_expires_at < now),
+    )
+    stmt = (
+        update(Prebooking)
+        .where(Prebooking.id == prebooking_id, claimable)
+        .values(
+            status=transition(PrebookingStatus.PENDING, Event.CLAIM),
+            loaded_at=now,
+            claimed_by=owner,
+            claim_expires_at=_lease_end(session, prebooking_id, now) + lease,
+            executed_by=path,
+            claim_count=Prebooking.claim_count + 1,
+            updated_at=now,
+        )
+        .returning(
+            Prebooking.id,
+            Prebooking.user_email,
+            Prebooking.booking_data,
+            Prebooking.available_at,
+            Prebooking.book_sent_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    row = session.execute(stmt).first()
+    session.commit()
+    if row is None:
+        return None
+    return Claimed(
+        row.id, owner, row.user_email, row.booking_data, row.available_at, row.book_sent_at
+    )
+
+
+def _lease_end(session: Session, prebooking_id: str, now: datetime) -> Any:
+    # A scalar subquery keeps the claim one statement: max(now, available_at).
+    opening = select(Prebooking.available_at).where(Prebooking.id == prebooking_id)
+    available_at = session.execute(opening).scalar()
+    return max(now, available_at) if available_at is not None else now
+
+
+def _owned(claimed: Claimed) -> Any:
+    return and_(
+        Prebooking.id == claimed.id,
+        Prebooking.claimed_by == claimed.owner,
+        Prebooking.status == PrebookingStatus.LOADED,
+    )
+
+
+def _write_if_owned(session: Session, claimed: Claimed, **values: Any) -> bool:
+    stmt = update(Prebooking).where(_owned(claimed)).values(**values)
+    done = session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+    session.commit()
+    return bool(done)
+
+
+def finish(session: Session, claimed: Claimed, result: BookingResult, now: datetime) -> bool:
+    """Record a final outcome; False if the claim was lost meanwhile (nothing written)."""
+    event = Event.COMPLETE if result.outcome.is_success else Event.FAIL
+    payload = result.to_json() | {"executedAt": now.isoformat()}
+    return _write_if_owned(
+        session,
+        claimed,
+        status=transition(PrebookingStatus.LOADED, event),
+        executed_at=now,
+        result=payload,
+        error_message=None if result.outcome.is_success else (result.message or result.outcome),
+        claim_expires_at=None,
+        updated_at=now,
+    )
+
+
+def fail(session: Session, claimed: Claimed, reason: str, now: datetime) -> bool:
+    """Record a failure that happened before anything was sent."""
+    return _write_if_owned(
+        session,
+        claimed,
+        status=transition(PrebookingStatus.LOADED, Event.FAIL),
+        executed_at=now,
+        result={"success": False, "outcome": "not_executed", "message": reason},
+        error_message=reason,
+        claim_expires_at=None,
+        updated_at=now,
+    )
+
+
+def release(session: Session, claimed: Claimed, *, keep_sent_mark: bool, now: datetime) -> bool:
+    """Give the prebooking back as pending, so a retry or the other path can take it."""
+    values: dict[str, Any] = {
+        "status": transition(PrebookingStatus.LOADED, Event.RELEASE),
+        "claimed_by": None,
+        "claim_expires_at": None,
+        "executed_by": None,
+        "updated_at": now,
+    }
+    if not keep_sent_mark:
+        values["book_sent_at"] = None
+    return _write_if_owned(session, claimed, **values)
+
+
+def mark_sent(session: Session, claimed: Claimed, now: datetime) -> bool:
+    """Note that the booking request is about to leave (recovery must then ask AimHarder)."""
+    return _write_if_owned(session, claimed, book_sent_at=now)
+
+
+def abandon(session: Session, prebooking_id: str, reason: str, now: datetime) -> bool:
+    """Fail a pending prebooking without executing it (e.g. its delivery died in the DLQ)."""
+    stmt = (
+        update(Prebooking)
+        .where(Prebooking.id == prebooking_id, Prebooking.status.in_(sources(Event.ABANDON)))
+        .values(
+            status=transition(PrebookingStatus.PENDING, Event.ABANDON),
+            executed_at=now,
+            error_message=reason,
+            result={"success": False, "outcome": "not_executed", "message": reason},
+            updated_at=now,
+        )
+    )
+    done = session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+    session.commit()
+    return bool(done)
+
+
+@dataclass
+class Executor:
+    """Runs arrivals through claim → (recover) → wait → book → record, and reports each."""
+
+    sessions: sessionmaker[Session]
+    client: BookingClient
+    load_cookies: CookieLoader
+    clock: Clock
+    lease: timedelta = timedelta(seconds=60)
+
+    def attempt(
+        self,
+        prebooking_id: str,
+        *,
+        path: str,
+        arrived_at: datetime | None = None,
+        fire_at: datetime | None = None,
+        message_id: str | None = None,
+        retried: int | None = None,
+    ) -> Attempt:
+        """Handle one arrival of `path`; books only if this arrival wins the claim.
+
+        fire_at: when to send the booking request (never before the window opens).
+        """
+        arrived_at = arrived_at or self.clock.now()
+        base = {
+            "prebooking_id": prebooking_id,
+            "path": path,
+            "arrived_at": arrived_at,
+            "message_id": message_id,
+            "retried": retried,
+        }
+        with self.sessions() as session:
+            claimed = claim(
+                session, prebooking_id, path=path, now=self.clock.now(), lease=self.lease
+            )
+            if claimed is None:
+                attempt = self._why_not(session, base)
+            else:
+                attempt = self._execute(session, claimed, base, fire_at)
+        _announce(attempt)
+        return attempt
+
+    def observe(
+        self,
+        prebooking_id: str,
+        *,
+        path: str,
+        arrived_at: datetime | None = None,
+        message_id: str | None = None,
+        retried: int | None = None,
+    ) -> Attempt:
+        """Record an arrival that must not execute (shadow mode)."""
+        arrived_at = arrived_at or self.clock.now()
+        with self.sessions() as session:
+            row = session.get(Prebooking, prebooking_id)
+        attempt = Attempt(
+            prebooking_id,
+            path,
+            arrived_at,
+            Action.SHADOW if row else Action.NOT_FOUND,
+            available_at=row.available_at if row else None,
+            status=row.status if row else None,
+            message_id=message_id,
+            retried=retried,
+        )
+        _announce(attempt)
+        return attempt
+
+    def _why_not(self, session: Session, base: dict[str, Any]) -> Attempt:
+        row = session.get(Prebooking, base["prebooking_id"])
+        if row is None:
+            return Attempt(**base, action=Action.NOT_FOUND)
+        action = Action.SKIPPED if row.status == PrebookingStatus.CANCELLED else Action.LOST_CLAIM
+        return Attempt(
+            **base,
+            action=action,
+            available_at=row.available_at,
+            status=row.status,
+            detail={"executed_by": row.executed_by},
+        )
+
+    def _execute(
+        self, session: Session, claimed: Claimed, base: dict[str, Any], fire_at: datetime | None
+    ) -> Attempt:
+        won = {"available_at": claimed.available_at, "won": True}
+        try:
+            cookies = self.load_cookies(session, claimed.user_email)
+        except Exception as exc:  # a tampered or undecryptable row: fail it, say why
+            log.warning("session of prebooking %s unusable: %s", claimed.id, exc)
+            cookies, reason = None, f"stored AimHarder session is unusable: {exc}"
+        else:
+            reason = "no AimHarder session stored for this user"
+        if cookies is None:
+            fail(session, claimed, reason, self.clock.now())
+            return Attempt(
+                **base,
+                **won,
+                action=Action.FAILED,
+                status=PrebookingStatus.FAILED,
+                detail={"reason": reason},
+            )
+        form = _form(claimed.booking_data)
+        if claimed.book_sent_at is not None and self.client.is_booked(**form, cookies=cookies):
+            return self._confirmed(session, claimed, base, won)
+        if not mark_sent(session, claimed, self.clock.now()):
+            return Attempt(**base, **won, action=Action.LOST_CLAIM, detail={"lease": "lost"})
+        self.clock.sleep_until(max(claimed.available_at, fire_at or claimed.available_at))
+        fired_at = self.clock.now()
+        result = self.client.book(**form, cookies=cookies)
+        return self._record(session, claimed, base, won, result, fired_at)
+
+    def _confirmed(
+        self, session: Session, claimed: Claimed, base: dict[str, Any], won: dict[str, Any]
+    ) -> Attempt:
+        result = BookingResult(
+            BookingOutcome.ALREADY_BOOKED,
+            None,
+            None,
+            "already booked (confirmed from the class listing)",
+            None,
+            None,
+            request_sent=False,
+            uncertain=False,
+        )
+        finish(session, claimed, result, self.clock.now())
+        return Attempt(
+            **base,
+            **won,
+            action=Action.CONFIRMED,
+            status=PrebookingStatus.COMPLETED,
+            outcome=result.outcome,
+        )
+
+    def _record(
+        self,
+        session: Session,
+        claimed: Claimed,
+        base: dict[str, Any],
+        won: dict[str, Any],
+        result: BookingResult,
+        fired_at: datetime,
+    ) -> Attempt:
+        now = self.clock.now()
+        timing = {
+            "outcome": result.outcome,
+            "fired_at": fired_at,
+            "booking_latency": result.latency,
+        }
+        if result.outcome.is_final:
+            kept = finish(session, claimed, result, now)
+            status = transition(
+                PrebookingStatus.LOADED, Event.COMPLETE if result.outcome.is_success else Event.FAIL
+            )
+            return Attempt(
+                **base,
+                **won,
+                **timing,
+                action=Action.EXECUTED,
+                status=status,
+                detail={} if kept else {"lease": "lost while booking"},
+            )
+        release(session, claimed, keep_sent_mark=result.request_sent, now=now)
+        return Attempt(
+            **base,
+            **won,
+            **timing,
+            action=Action.RELEASED,
+            status=PrebookingStatus.PENDING,
+            detail={
+                "request_sent": result.request_sent,
+                "uncertain": result.uncertain,
+                "message": result.message,
+            },
+        )
+
+
+def _form(booking_data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "box": booking_data["box"],
+        "class_id": booking_data["class_id"],
+        "day": booking_data["day"],
+        "family_id": booking_data.get("family_id"),
+    }
+
+
+def _announce(attempt: Attempt) -> None:
+    # Observers must never break an execution: blinker would propagate their exceptions.
+    for receiver in events.attempt_finished.receivers_for(attempt.path):
+        try:
+            receiver(attempt.path, attempt=attempt)
+        except Exception:
+            log.exception("attempt_finished receiver %r failed", receiver)
+
+
+_EXT = "executor"
+
+
+def init_app(app: Any) -> None:
+    """Build the app's Executor: its DB, the AimHarder client, the cookie store and a clock.
+
+    Tests may hand in AIMHARDER_CLIENT and CLOCK through the config.
+    """
+    from flask_app import sessions
+    from flask_app.db import get_db
+    from flask_app.timing import SystemClock
+
+    client = app.config.get("AIMHARDER_CLIENT")
+    if client is None:
+        from flask_app.aimharder import AimHarderClient
+
+        client = AimHarderClient(
+            app.config.get("AIMHARDER_BASE_URL"), timeout=app.config["AIMHARDER_TIMEOUT_S"]
+        )
+
+    def load_cookies(session: Session, email: str) -> dict[str, str] | None:
+        return sessions.load_cookies(session, sessions.get_cipher(app), email)
+
+    app.extensions[_EXT] = Executor(
+        sessions=get_db(app).sessions,
+        client=client,
+        load_cookies=load_cookies,
+        clock=app.config.get("CLOCK") or SystemClock(),
+        lease=timedelta(seconds=app.config["CLAIM_LEASE_SECONDS"]),
+    )
+
+
+def get_executor(app: Any = None) -> Executor:
+    """The app's Executor (the current app's when none is given)."""
+    from flask import current_app
+
+    executor: Executor = (app or current_app).extensions[_EXT]
+    return executor

@@ -1,0 +1,150 @@
+"""Tables as typed SQLAlchemy 2 models: columns only, no I/O."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite drops tzinfo; PostgreSQL returns it in the session zone. Normalise once here.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The current instant as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A random UUID4 string, the primary key of prebookings and task results."""
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Prebooking(Base):
+    """A user's request to book one class the moment its booking window opens."""
+
+    __tablename__ = "prebookings"
+    __table_args__ = (
+        Index("ix_prebookings_status_available_at", "status", "available_at"),
+        Index("ix_prebookings_created_at_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_email: Mapped[str] = mapped_column(String(320), index=True)
+    booking_data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    loaded_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    # QStash path: the published message, or why publishing failed (then backfill/relay covers it).
+    qstash_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    qstash_error: Mapped[str | None] = mapped_column(Text)
+    # Execution core: who holds the claim, until when, and whether the booking request went out.
+    executed_by: Mapped[str | None] = mapped_column(String(16))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claim_count: Mapped[int] = mapped_column(Integer, default=0)
+    book_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class UserSession(Base):
+    """A user's AimHarder cookies, encrypted at rest (MultiFernet) and bound to the email."""
+
+    __tablename__ = "user_sessions"
+
+    user_email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    cookies_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Arrival(Base):
+    """One arrival of one path (cron tick or QStash delivery) for one prebooking."""
+
+    __tablename__ = "arrivals"
+    __table_args__ = (Index("ix_arrivals_path_arrived_at", "path", "arrived_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prebooking_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("prebookings.id", ondelete="CASCADE"), index=True
+    )
+    path: Mapped[str] = mapped_column(String(16))  # cron | qstash | shadow
+    arrived_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lateness_ms: Mapped[float] = mapped_column(Float)
+    won: Mapped[bool] = mapped_column(Boolean, default=False)
+    action: Mapped[str] = mapped_column(
+        String(32)
+    )  # executed | lost_claim | skipped | shadow | ...
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fire_lateness_ms: Mapped[float | None] = mapped_column(Float)
+    booking_latency_ms: Mapped[float | None] = mapped_column(Float)
+    message_id: Mapped[str | None] = mapped_column(String(128))
+    retried: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class TaskResult(Base):
+    """State and result of one task of the Celery-compatible shim (its result backend)."""
+
+    __tablename__ = "task_results"
+
+    task_id: Mapped[str] = mapped_column(String(155), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(255), index=True)
+    state: Mapped[str] = mapped_column(String(50), default="PENDING")
+    result: Mapped[str | None] = mapped_column(Text)  # Celery-JSON encoded value or exception
+    traceback: Mapped[str | None] = mapped_column(Text)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    args: Mapped[str | None] = mapped_column(Text)
+    kwargs: Mapped[str | None] = mapped_column(Text)
+    qstash_message_id: Mapped[str | None] = mapped_column(String(128))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    date_done: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,153 @@
+"""Prebooking persistence used by the API: create, page through, cancel, serialise."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from flask_app.models import Prebooking
+from flask_app.prebooking import Event, sources, transition
+from flask_app.schemas import ListQuery, PrebookingCreate
+
+# A window that opened this long ago is a mistake on the caller's side, not a prebooking.
+MAX_PAST = timedelta(hours=24)
+MAX_AHEAD = timedelta(days=400)
+
+
+class NotFound(Exception):
+    """No prebooking has that id."""
+
+
+class Conflict(Exception):
+    """The prebooking is in a state that forbids the request."""
+
+
+class BadInput(ValueError):
+    """Valid syntax, unusable value (explained in the message)."""
+
+
+def to_json(row: Prebooking) -> dict[str, Any]:
+    """The API representation of a prebooking."""
+    return {
+        "id": row.id,
+        "status": row.status,
+        "user_email": row.user_email,
+        "booking_data": row.booking_data,
+        "available_at": row.available_at.isoformat(),
+        "qstash_message_id": row.qstash_message_id,
+        "created_at": row.created_at.isoformat(),
+        "executed_by": row.executed_by,
+        "executed_at": row.executed_at.isoformat() if row.executed_at else None,
+        "result": row.result,
+        "error_message": row.error_message,
+    }
+
+
+def create(session: Session, body: PrebookingCreate, now: datetime) -> Prebooking:
+    """Insert a pending prebooking (committed).
+
+    Raises:
+        BadInput: the window opening is implausibly far in the past or future.
+    """
+    if body.available_at < now - MAX_PAST:
+        raise BadInput("available_at is more than 24 hours in the past")
+    if body.available_at > now + MAX_AHEAD:
+        raise BadInput("available_at is more than 400 days ahead")
+    row = Prebooking(
+        user_email=body.user_email,
+        booking_data=body.booking_data.model_dump(),
+        available_at=body.available_at,
+        status="pending",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.commit()
+    return row
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Prebooking]
+    next_cursor: str | None
+
+
+def list_page(session: Session, query: ListQuery) -> Page:
+    """A page in creation order (keyset pagination on created_at, id).
+
+    Raises:
+        BadInput: the cursor was not produced by this API.
+    """
+    stmt = select(Prebooking).order_by(Prebooking.created_at, Prebooking.id)
+    if query.status is not None:
+        stmt = stmt.where(Prebooking.status == query.status)
+    if query.user_email is not None:
+        stmt = stmt.where(Prebooking.user_email == query.user_email.lower())
+    if query.cursor is not None:
+        created_at, last_id = _decode_cursor(query.cursor)
+        stmt = stmt.where(
+            or_(
+                Prebooking.created_at > created_at,
+                and_(Prebooking.created_at == created_at, Prebooking.id > last_id),
+            )
+        )
+    rows = list(session.scalars(stmt.limit(query.limit + 1)))
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = _encode_cursor(rows[-1]) if more and rows else None
+    return Page(rows, cursor)
+
+
+def _encode_cursor(row: Prebooking) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, last_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(last_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise BadInput("cursor is not one this API returned") from None
+
+
+def get(session: Session, prebooking_id: str) -> Prebooking:
+    """One prebooking.
+
+    Raises:
+        NotFound: unknown id.
+    """
+    row = session.get(Prebooking, prebooking_id)
+    if row is None:
+        raise NotFound(prebooking_id)
+    return row
+
+
+def cancel(session: Session, prebooking_id: str, now: datetime) -> Prebooking:
+    """Cancel a pending prebooking (conditional, so a concurrent claim wins cleanly).
+
+    Raises:
+        NotFound: unknown id.
+        Conflict: already claimed, executed or cancelled.
+    """
+    stmt = (
+        update(Prebooking)
+        .where(Prebooking.id == prebooking_id, Prebooking.status.in_(sources(Event.CANCEL)))
+        .values(status=transition("pending", Event.CANCEL), updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    changed = session.execute(stmt).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    row = get(session, prebooking_id)
+    session.refresh(row)
+    if not changed:
+        raise Conflict(f"prebooking is {row.status}; only pending prebookings can be cancelled")
+    return row

@@ -1,0 +1,115 @@
+"""Validation of what callers send: pydantic models and one error formatter."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from flask_app.prebooking import PrebookingStatus
+
+_BOX = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # an AimHarder box subdomain
+_CLASS_ID = r"^[A-Za-z0-9_-]{1,64}$"
+_COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # RFC 6265 token
+_COOKIE_VALUE = re.compile(r"^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{0,4096}$")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors, strings are not coerced from numbers."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class BookingData(Strict):
+    """What AimHarder's /api/book needs, plus the box it is sent to."""
+
+    box: Annotated[str, StringConstraints(pattern=_BOX)]
+    class_id: Annotated[str, StringConstraints(pattern=_CLASS_ID)]
+    day: Annotated[str, StringConstraints(pattern=r"^\d{8}$")]
+    family_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+    @field_validator("day")
+    @classmethod
+    def _real_date(cls, value: str) -> str:
+        try:
+            date(int(value[:4]), int(value[4:6]), int(value[6:]))
+        except ValueError:
+            raise ValueError("must be a real calendar date written YYYYMMDD") from None
+        return value
+
+
+class PrebookingCreate(Strict):
+    """Body of POST /api/prebookings."""
+
+    user_email: EmailStr = Field(max_length=320)
+    available_at: AwareDatetime
+    booking_data: BookingData
+
+    @field_validator("user_email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class ListQuery(Strict):
+    """Query string of GET /api/prebookings."""
+
+    status: PrebookingStatus | None = None
+    user_email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)
+    cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class SessionPut(Strict):
+    """Body of PUT /api/sessions/<email>."""
+
+    cookies: dict[str, str] = Field(min_length=1, max_length=50)
+
+    @field_validator("cookies")
+    @classmethod
+    def _cookie_syntax(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, val in value.items():
+            if not _COOKIE_NAME.match(name):
+                raise ValueError(f"cookie name {name[:40]!r} is not a valid cookie name")
+            if not _COOKIE_VALUE.match(val):
+                raise ValueError(f"cookie {name!r} has a value with characters cookies cannot hold")
+        return value
+
+
+class EmailOnly(Strict):
+    """A path parameter that must be an email."""
+
+    user_email: EmailStr = Field(max_length=320)
+
+
+def describe(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    """One readable sentence naming every problem, plus the structured list."""
+    details = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        details.append({"field": where, "problem": err["msg"]})
+    sentence = "; ".join(f"{d['field']}: {d['problem']}" for d in details)
+    return sentence, details
+
+
+def parse_iso_aware(raw: str) -> datetime:
+    """An ISO-8601 datetime that must carry an offset.
+
+    Raises:
+        ValueError: unparseable or naive.
+    """
+    value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError("datetime must include a UTC offset")
+    return value

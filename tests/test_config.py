@@ -1,0 +1,40 @@
+import pytest
+
+from flask_app.config import ConfigError, settings_from_env
+
+
+def test_empty_environment_sets_nothing():
+    assert settings_from_env({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [("true", True), ("1", True), ("ON", True), ("false", False), ("0", False), ("no", False)],
+)
+def test_booleans_are_read_as_operators_write_them(raw, value):
+    assert settings_from_env({"QSTASH_ENABLED": raw})["QSTASH_ENABLED"] is value
+
+
+def test_unreadable_boolean_names_the_variable():
+    with pytest.raises(ConfigError, match="QSTASH_SHADOW must be true or false"):
+        settings_from_env({"QSTASH_SHADOW": "maybe"})
+
+
+@pytest.mark.parametrize(("raw", "value"), [("0", 0), ("25", 25), ("100", 100), ("30%", 30)])
+def test_rollout_percent_accepts_0_to_100(raw, value):
+    assert settings_from_env({"QSTASH_ROLLOUT_PERCENT": raw})["QSTASH_ROLLOUT_PERCENT"] == value
+
+
+@pytest.mark.parametrize("raw", ["101", "-1", "half"])
+def test_rollout_percent_out_of_range_is_an_error(raw):
+    with pytest.raises(ConfigError, match="QSTASH_ROLLOUT_PERCENT"):
+        settings_from_env({"QSTASH_ROLLOUT_PERCENT": raw})
+
+
+def test_blank_strings_mean_unset():
+    assert "API_TOKEN" not in settings_from_env({"API_TOKEN": "  "})
+
+
+def test_claim_lease_must_be_positive():
+    with pytest.raises(ConfigError, match="CLAIM_LEASE_SECONDS must be at least 1"):
+        settings_from_env({"CLAIM_LEASE_SECONDS": "0"})
