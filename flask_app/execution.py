@@ -12,7 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
@@ -261,22 +261,22 @@ class Executor:
 
         fire_at: when to send the booking request (never before the window opens).
         """
-        arrived_at = arrived_at or self.clock.now()
-        base = {
-            "prebooking_id": prebooking_id,
-            "path": path,
-            "arrived_at": arrived_at,
-            "message_id": message_id,
-            "retried": retried,
-        }
+        base = Attempt(
+            prebooking_id,
+            path,
+            arrived_at or self.clock.now(),
+            Action.NOT_FOUND,
+            message_id=message_id,
+            retried=retried,
+        )
         with self.sessions() as session:
-            claimed = claim(
-                session, prebooking_id, path=path, now=self.clock.now(), lease=self.lease
-            )
+            now = self.clock.now()
+            claimed = claim(session, prebooking_id, path=path, now=now, lease=self.lease)
             if claimed is None:
                 attempt = self._why_not(session, base)
             else:
-                attempt = self._execute(session, claimed, base, fire_at)
+                won = replace(base, available_at=claimed.available_at, won=True)
+                attempt = self._execute(session, claimed, won, fire_at)
         _announce(attempt)
         return attempt
 
@@ -290,29 +290,30 @@ class Executor:
         retried: int | None = None,
     ) -> Attempt:
         """Record an arrival that must not execute (shadow mode)."""
-        arrived_at = arrived_at or self.clock.now()
-        with self.sessions() as session:
-            row = session.get(Prebooking, prebooking_id)
-        attempt = Attempt(
+        base = Attempt(
             prebooking_id,
             path,
-            arrived_at,
-            Action.SHADOW if row else Action.NOT_FOUND,
-            available_at=row.available_at if row else None,
-            status=row.status if row else None,
+            arrived_at or self.clock.now(),
+            Action.NOT_FOUND,
             message_id=message_id,
             retried=retried,
         )
-        _announce(attempt)
-        return attempt
+        with self.sessions() as session:
+            row = session.get(Prebooking, prebooking_id)
+        if row is not None:
+            base = replace(
+                base, action=Action.SHADOW, available_at=row.available_at, status=row.status
+            )
+        _announce(base)
+        return base
 
-    def _why_not(self, session: Session, base: dict[str, Any]) -> Attempt:
-        row = session.get(Prebooking, base["prebooking_id"])
+    def _why_not(self, session: Session, base: Attempt) -> Attempt:
+        row = session.get(Prebooking, base.prebooking_id)
         if row is None:
-            return Attempt(**base, action=Action.NOT_FOUND)
+            return base
         action = Action.SKIPPED if row.status == PrebookingStatus.CANCELLED else Action.LOST_CLAIM
-        return Attempt(
-            **base,
+        return replace(
+            base,
             action=action,
             available_at=row.available_at,
             status=row.status,
@@ -320,9 +321,8 @@ class Executor:
         )
 
     def _execute(
-        self, session: Session, claimed: Claimed, base: dict[str, Any], fire_at: datetime | None
+        self, session: Session, claimed: Claimed, won: Attempt, fire_at: datetime | None
     ) -> Attempt:
-        won = {"available_at": claimed.available_at, "won": True}
         try:
             cookies = self.load_cookies(session, claimed.user_email)
         except Exception as exc:  # a tampered or undecryptable row: fail it, say why
@@ -332,26 +332,20 @@ class Executor:
             reason = "no AimHarder session stored for this user"
         if cookies is None:
             fail(session, claimed, reason, self.clock.now())
-            return Attempt(
-                **base,
-                **won,
-                action=Action.FAILED,
-                status=PrebookingStatus.FAILED,
-                detail={"reason": reason},
+            return replace(
+                won, action=Action.FAILED, status=PrebookingStatus.FAILED, detail={"reason": reason}
             )
         form = _form(claimed.booking_data)
         if claimed.book_sent_at is not None and self.client.is_booked(**form, cookies=cookies):
-            return self._confirmed(session, claimed, base, won)
+            return self._confirmed(session, claimed, won)
         if not mark_sent(session, claimed, self.clock.now()):
-            return Attempt(**base, **won, action=Action.LOST_CLAIM, detail={"lease": "lost"})
+            return replace(won, action=Action.LOST_CLAIM, detail={"lease": "lost"})
         self.clock.sleep_until(max(claimed.available_at, fire_at or claimed.available_at))
         fired_at = self.clock.now()
         result = self.client.book(**form, cookies=cookies)
-        return self._record(session, claimed, base, won, result, fired_at)
+        return self._record(session, claimed, won, result, fired_at)
 
-    def _confirmed(
-        self, session: Session, claimed: Claimed, base: dict[str, Any], won: dict[str, Any]
-    ) -> Attempt:
+    def _confirmed(self, session: Session, claimed: Claimed, won: Attempt) -> Attempt:
         result = BookingResult(
             BookingOutcome.ALREADY_BOOKED,
             None,
@@ -363,47 +357,34 @@ class Executor:
             uncertain=False,
         )
         finish(session, claimed, result, self.clock.now())
-        return Attempt(
-            **base,
-            **won,
-            action=Action.CONFIRMED,
-            status=PrebookingStatus.COMPLETED,
-            outcome=result.outcome,
+        return replace(
+            won, action=Action.CONFIRMED, status=PrebookingStatus.COMPLETED, outcome=result.outcome
         )
 
     def _record(
         self,
         session: Session,
         claimed: Claimed,
-        base: dict[str, Any],
-        won: dict[str, Any],
+        won: Attempt,
         result: BookingResult,
         fired_at: datetime,
     ) -> Attempt:
         now = self.clock.now()
-        timing = {
-            "outcome": result.outcome,
-            "fired_at": fired_at,
-            "booking_latency": result.latency,
-        }
+        timed = replace(
+            won, outcome=result.outcome, fired_at=fired_at, booking_latency=result.latency
+        )
         if result.outcome.is_final:
             kept = finish(session, claimed, result, now)
-            status = transition(
-                PrebookingStatus.LOADED, Event.COMPLETE if result.outcome.is_success else Event.FAIL
-            )
-            return Attempt(
-                **base,
-                **won,
-                **timing,
+            event = Event.COMPLETE if result.outcome.is_success else Event.FAIL
+            return replace(
+                timed,
                 action=Action.EXECUTED,
-                status=status,
+                status=transition(PrebookingStatus.LOADED, event),
                 detail={} if kept else {"lease": "lost while booking"},
             )
         release(session, claimed, keep_sent_mark=result.request_sent, now=now)
-        return Attempt(
-            **base,
-            **won,
-            **timing,
+        return replace(
+            timed,
             action=Action.RELEASED,
             status=PrebookingStatus.PENDING,
             detail={
@@ -446,7 +427,7 @@ def init_app(app: Any) -> None:
 
     client = app.config.get("AIMHARDER_CLIENT")
     if client is None:
-        from flask_app.aimharder import AimHarderClient
+        from flask_app.aimharder import AimHarderClient  # type: ignore[attr-defined,unused-ignore]
 
         client = AimHarderClient(
             app.config.get("AIMHARDER_BASE_URL"), timeout=app.config["AIMHARDER_TIMEOUT_S"]

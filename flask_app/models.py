@@ -83,6 +83,8 @@ class Prebooking(Base):
     # QStash path: the published message, or why publishing failed (then backfill/relay covers it).
     qstash_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
     qstash_error: Mapped[str | None] = mapped_column(Text)
+    # Bumped by a rollback, so a later re-publish gets a fresh deduplication id.
+    qstash_generation: Mapped[int] = mapped_column(Integer, default=0)
     # Execution core: who holds the claim, until when, and whether the booking request went out.
     executed_by: Mapped[str | None] = mapped_column(String(16))
     claimed_by: Mapped[str | None] = mapped_column(String(128))

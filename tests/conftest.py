@@ -87,8 +87,17 @@ def booking_client() -> FakeBookingClient:
 
 
 @pytest.fixture
+def app_overrides() -> dict[str, object]:
+    """Override in a test module to change the app's config (e.g. {"CLOCK": clock})."""
+    return {}
+
+
+@pytest.fixture
 def app_config(
-    db_url: str, booking_client: FakeBookingClient, fernet_key: str
+    app_overrides: dict[str, object],
+    db_url: str,
+    booking_client: FakeBookingClient,
+    fernet_key: str,
 ) -> dict[str, object]:
     """The test configuration; tests may tweak it before asking for `app`."""
     return {
@@ -98,7 +107,7 @@ def app_config(
         "CRON_SECRET": CRON_SECRET,
         "SESSION_ENCRYPTION_KEYS": fernet_key,
         "AIMHARDER_CLIENT": booking_client,
-    }
+    } | app_overrides
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from flask_app import events, repository, sessions
@@ -44,6 +44,11 @@ def _no_keys(exc: sessions.SessionKeyError) -> tuple[Response, int]:
     return error(503, f"{exc}; user sessions cannot be stored")
 
 
+def _app() -> Flask:
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    return app
+
+
 def _json_body() -> Any:
     if not request.is_json:
         raise BadRequest("body must be JSON (Content-Type: application/json)")
@@ -58,9 +63,7 @@ def create_prebooking() -> tuple[Response, int]:
     body = PrebookingCreate.model_validate(_json_body())
     session = get_session()
     row = repository.create(session, body, _clock.now())
-    events.prebooking_created.send(
-        current_app._get_current_object(), prebooking=row, session=session
-    )  # type: ignore[attr-defined]
+    events.prebooking_created.send(_app(), prebooking=row, session=session)
     return jsonify(repository.to_json(row)), 201
 
 
@@ -81,9 +84,7 @@ def get_prebooking(prebooking_id: str) -> Response:
 def cancel_prebooking(prebooking_id: str) -> Response:
     session = get_session()
     row = repository.cancel(session, prebooking_id, _clock.now())
-    events.prebooking_cancelled.send(
-        current_app._get_current_object(), prebooking=row, session=session
-    )  # type: ignore[attr-defined]
+    events.prebooking_cancelled.send(_app(), prebooking=row, session=session)
     return jsonify(repository.to_json(row))
 
 

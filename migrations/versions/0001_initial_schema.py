@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 00:46:34.483509
+Create Date: 2026-11-25 00:48:15.794663
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("qstash_message_id", sa.String(length=128), nullable=True),
         sa.Column("qstash_error", sa.Text(), nullable=True),
+        sa.Column("qstash_generation", sa.Integer(), nullable=False),
         sa.Column("executed_by", sa.String(length=16), nullable=True),
         sa.Column("claimed_by", sa.String(length=128), nullable=True),
         sa.Column("claim_expires_at", flask_app.models.UTCDateTime(timezone=True), nullable=True),

@@ -1,0 +1,90 @@
+"""When and how a prebooking is handed to QStash (pure: takes `now`, does no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from flask_app.gateway import Message
+
+EXECUTE_PATH = "/api/qstash/prebooking-execute"
+
+
+class Skip(StrEnum):
+    """Why a prebooking gets no QStash message (now)."""
+
+    NOT_IN_ROLLOUT = "not_in_rollout"  # the user's hash is outside QSTASH_ROLLOUT_PERCENT
+    DUE = "due"  # the window opens too soon for a message to help: cron covers it
+    BEYOND_MAX_DELAY = "beyond_max_delay"  # too far ahead for QStash: published later (relay)
+    NOT_PENDING = "not_pending"
+    ALREADY_PUBLISHED = "already_published"
+
+
+@dataclass(frozen=True)
+class PublishPolicy:
+    """How messages are shaped; built from the app config."""
+
+    app_base_url: str
+    lead: timedelta = timedelta(seconds=3)  # QStash fires in whole seconds, within ~1 s
+    max_delay: timedelta = timedelta(days=7)  # QStash free plan maximum
+    retries: int = 3
+    # QStash's default backoff is minutes: useless inside a booking window. Milliseconds.
+    retry_delay: str = "200 * (1 + retried)"
+    timeout_s: int = 30
+
+    @property
+    def destination(self) -> str:
+        return self.app_base_url.rstrip("/") + EXECUTE_PATH
+
+
+def is_in_rollout(email: str, percent: int) -> bool:
+    """Stable per-user bucketing: the same email always lands in the same bucket 0..99."""
+    if percent >= 100:
+        return True
+    digest = hashlib.sha256(email.strip().lower().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < percent
+
+
+def deduplication_id(prebooking_id: str, generation: int) -> str:
+    """The prebooking id; suffixed after a rollback so a re-publish is not deduplicated away."""
+    return prebooking_id if generation == 0 else f"{prebooking_id}-g{generation}"
+
+
+def plan_publish(
+    *,
+    prebooking_id: str,
+    user_email: str,
+    available_at: datetime,
+    generation: int,
+    now: datetime,
+    policy: PublishPolicy,
+    min_notice: timedelta = timedelta(0),
+) -> Message | Skip:
+    """The message for one prebooking, or why there is none now.
+
+    The message is due `policy.lead` before the window opens; the webhook then waits with a
+    precise timer. `min_notice`: windows opening sooner than this are left to cron.
+    """
+    if available_at - now < min_notice:
+        return Skip.DUE
+    deliver_at = available_at - policy.lead
+    if deliver_at - now > policy.max_delay:
+        return Skip.BEYOND_MAX_DELAY
+    not_before = math.floor(deliver_at.timestamp())
+    return Message(
+        url=policy.destination,
+        body={
+            "prebookingId": prebooking_id,
+            "userEmail": user_email,
+            "scheduledAt": available_at.isoformat(),
+        },
+        not_before=not_before if deliver_at > now else None,
+        deduplication_id=deduplication_id(prebooking_id, generation),
+        retries=policy.retries,
+        retry_delay=policy.retry_delay,
+        timeout_s=policy.timeout_s,
+        label="prebooking",
+    )
