@@ -85,7 +85,10 @@ def run_sandbox(
 ) -> Iterator[Sandbox]:
     """Serve a fresh sandbox from a background thread for the duration of the block."""
     server = make_server(host, port, SandboxState(accept_any_session=accept_any_session))
-    thread = threading.Thread(target=server.serve_forever, name="aimharder-sandbox", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="aimharder-sandbox"
+    )
+    thread.daemon = True
     thread.start()
     bound_host, bound_port = server.server_address[:2]
     try:
