@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -97,11 +97,16 @@ def _raiser(exc_type: type[httpx.TransportError]):
     return handler
 
 
-def _book(client: AimHarderClient, class_id: str = "101", **kwargs) -> BookingResult:
-    options = {"box": "mybox", "class_id": class_id, "day": DAY, "family_id": None}
-    options["cookies"] = COOKIES
-    options.update(kwargs)
-    return client.book(**options)
+def _book(
+    client: AimHarderClient,
+    class_id: str = "101",
+    *,
+    family_id: str | None = None,
+    cookies: Mapping[str, str] = COOKIES,
+) -> BookingResult:
+    return client.book(
+        box="mybox", class_id=class_id, day=DAY, family_id=family_id, cookies=cookies
+    )
 
 
 @pytest.mark.parametrize("exc_type", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout])
