@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -21,6 +21,7 @@ from flask_app.aimharder import (
 
 BO = BookingOutcome
 DAY = "20261128"
+Handler = Callable[[httpx.Request], httpx.Response]
 COOKIES = {"amhrdrauth": "secret-cookie-value", "PHPSESSID": "php-secret"}
 
 
@@ -86,11 +87,11 @@ def test_box_base_url_prefers_the_override():
     assert box_base_url("mybox", "http://127.0.0.1:8090/") == "http://127.0.0.1:8090"
 
 
-def _client(handler) -> AimHarderClient:
+def _client(handler: Handler) -> AimHarderClient:
     return AimHarderClient("http://aimharder.test", transport=httpx.MockTransport(handler))
 
 
-def _raiser(exc_type: type[httpx.TransportError]):
+def _raiser(exc_type: type[httpx.TransportError]) -> Handler:
     def handler(request: httpx.Request) -> httpx.Response:
         raise exc_type("boom", request=request)
 
@@ -213,7 +214,9 @@ def client(sandbox: Sandbox) -> Iterator[AimHarderClient]:
     real.close()
 
 
-def _is_booked(client: AimHarderClient, class_id: str, cookies=COOKIES) -> bool | None:
+def _is_booked(
+    client: AimHarderClient, class_id: str, cookies: Mapping[str, str] = COOKIES
+) -> bool | None:
     return client.is_booked(
         box="mybox", class_id=class_id, day=DAY, family_id=None, cookies=cookies
     )

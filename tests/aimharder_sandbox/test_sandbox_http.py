@@ -97,26 +97,26 @@ def test_reset_forgets_bookings(http):
     assert _state(_book(http)) == 1
 
 
-def test_error_500_does_not_book(http, sandbox: Sandbox):
+def test_error_500_does_not_book(http: httpx.Client, sandbox: Sandbox) -> None:
     http.post("/_sandbox/faults", json={"mode": "error_500", "count": 1})
     assert _book(http).status_code == 500
     assert sandbox.bookings() == []
     assert _state(_book(http)) == 1
 
 
-def test_timeout_books_then_hangs(sandbox: Sandbox):
+def test_timeout_books_then_hangs(sandbox: Sandbox) -> None:
     sandbox.set_fault("timeout", count=1, delay_ms=5000)
     with httpx.Client(base_url=sandbox.url, timeout=0.5) as short, pytest.raises(httpx.ReadTimeout):
         _book(short)
     assert [b["user"] for b in sandbox.bookings()] == ["alice"]
 
 
-def test_slow_books_and_answers(http, sandbox: Sandbox):
+def test_slow_books_and_answers(http: httpx.Client, sandbox: Sandbox) -> None:
     sandbox.set_fault("slow", count=1, delay_ms=50)
     assert _state(_book(http)) == 1
 
 
-def test_garbage_books_but_answers_html(http, sandbox: Sandbox):
+def test_garbage_books_but_answers_html(http: httpx.Client, sandbox: Sandbox) -> None:
     sandbox.set_fault("garbage", count=1)
     response = _book(http)
     assert response.status_code == 200
@@ -125,7 +125,7 @@ def test_garbage_books_but_answers_html(http, sandbox: Sandbox):
     assert len(sandbox.bookings()) == 1
 
 
-def test_many_concurrent_bookings_fill_exactly_the_capacity(sandbox: Sandbox):
+def test_many_concurrent_bookings_fill_exactly_the_capacity(sandbox: Sandbox) -> None:
     sandbox.add_class("101", DAY, capacity=20)
     limits = httpx.Limits(max_connections=100)
     with httpx.Client(base_url=sandbox.url, timeout=10.0, limits=limits) as http:
@@ -136,7 +136,7 @@ def test_many_concurrent_bookings_fill_exactly_the_capacity(sandbox: Sandbox):
     assert len(sandbox.arrivals()) == 100
 
 
-def test_box_comes_from_header_or_host(http, sandbox: Sandbox):
+def test_box_comes_from_header_or_host(http: httpx.Client, sandbox: Sandbox) -> None:
     http.post(
         "/api/book",
         data={"id": "1", "day": DAY},
@@ -149,14 +149,14 @@ def test_box_comes_from_header_or_host(http, sandbox: Sandbox):
     assert box_from_host(None) == "sandbox"
 
 
-def test_strict_sessions_need_registration():
+def test_strict_sessions_need_registration() -> None:
     with run_sandbox(accept_any_session=False) as strict, httpx.Client(base_url=strict.url) as http:
         assert _book(http, "alice").json() == {"logout": 1}
         strict.add_session("alice")
         assert _state(_book(http, "alice")) == 1
 
 
-def test_module_runs_from_the_command_line():
+def test_module_runs_from_the_command_line() -> None:
     with run_sandbox() as probe:
         port = int(probe.url.rsplit(":", 1)[1])
     proc = subprocess.Popen(
