@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -293,3 +294,13 @@ def test_warm_up_then_book_reuses_the_client(client, sandbox):
     client.warm_up("mybox")
     assert _book(client).outcome is BO.BOOKED
     assert [a["class_id"] for a in sandbox.arrivals()] == ["101"]
+
+
+def test_one_client_books_from_many_threads(client, sandbox):
+    sandbox.add_class("101", DAY, capacity=20)
+    users = [{"amhrdrauth": f"user{i}"} for i in range(60)]
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        outcomes = list(pool.map(lambda cookies: _book(client, cookies=cookies).outcome, users))
+    assert outcomes.count(BO.BOOKED) == 20
+    assert outcomes.count(BO.FULL) == 40
+    assert len({a["user"] for a in sandbox.arrivals()}) == 60
