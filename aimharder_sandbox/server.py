@@ -47,6 +47,10 @@ class SandboxServer(ThreadingHTTPServer):
         self.stopping.set()
         super().server_close()
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.state.note_connection()
+        super().process_request(request, client_address)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that hung up (they timed out on purpose); report anything else."""
         if isinstance(sys.exc_info()[1], ConnectionError):

@@ -120,6 +120,7 @@ class SandboxState:
         self._bookings: list[Booking] = []
         self._arrivals: list[Arrival] = []
         self._fault = Fault()
+        self._connections = 0
 
     # --- admin -------------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class SandboxState:
             self._bookings.clear()
             self._arrivals.clear()
             self._fault = Fault()
+            self._connections = 0
 
     def define_class(self, cls: SandboxClass) -> None:
         """Create or replace a class (its bookings stay)."""
@@ -162,6 +164,16 @@ class SandboxState:
         with self._lock:
             self._arrivals.clear()
 
+    def note_connection(self) -> None:
+        """Count one accepted TCP connection (keep-alive reuse shows as fewer of them)."""
+        with self._lock:
+            self._connections += 1
+
+    def connections(self) -> int:
+        """TCP connections accepted since start or the last reset."""
+        with self._lock:
+            return self._connections
+
     def snapshot(self) -> dict[str, Any]:
         """Classes, sessions, bookings and the current fault, JSON-safe."""
         with self._lock:
@@ -170,6 +182,7 @@ class SandboxState:
                 "sessions": [{"cookie": k, "credits": v} for k, v in self._sessions.items()],
                 "bookings": [asdict(b) for b in self._bookings],
                 "fault": asdict(self._fault),
+                "connections": self._connections,
             }
 
     # --- AimHarder endpoints -----------------------------------------------------------

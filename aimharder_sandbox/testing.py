@@ -74,6 +74,10 @@ class Sandbox:
         bookings: list[dict[str, Any]] = self.state.snapshot()["bookings"]
         return bookings
 
+    def connections(self) -> int:
+        """TCP connections accepted so far: keep-alive reuse keeps this low."""
+        return self.state.connections()
+
     def reset(self) -> None:
         """Forget everything, as `POST /_sandbox/reset` does."""
         self.state.reset()

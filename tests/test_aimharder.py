@@ -290,9 +290,12 @@ def test_connection_refused_was_never_sent():
     assert (result.outcome, result.request_sent, result.uncertain) == (BO.TRANSIENT, False, False)
 
 
-def test_warm_up_then_book_reuses_the_client(client, sandbox):
+def test_warm_up_opens_the_connection_the_booking_reuses(client, sandbox):
     client.warm_up("mybox")
+    assert sandbox.connections() == 1
     assert _book(client).outcome is BO.BOOKED
+    assert _is_booked(client, "101") is True
+    assert sandbox.connections() == 1
     assert [a["class_id"] for a in sandbox.arrivals()] == ["101"]
 
 
