@@ -72,6 +72,7 @@ class Arrival:
     reservation_id: str | None = None
     fault: str = "none"
     status: int = 200
+    logout: bool = False
 
 
 @dataclass
@@ -329,5 +330,6 @@ class SandboxState:
                 reservation_id=str(reservation) if reservation is not None else None,
                 fault=reply.fault.mode,
                 status=reply.status,
+                logout=bool(body.get("logout")),
             )
         )

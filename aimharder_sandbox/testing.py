@@ -9,6 +9,7 @@ with run_sandbox() as sandbox:                      # a free port on 127.0.0.1
     sandbox.set_fault("timeout", count=1, delay_ms=2000)
     ...                                             # point AIMHARDER_BASE_URL at sandbox.url
     sandbox.arrivals()                              # [{"at_ns", "class_id", "day", "user", ...}]
+    sandbox.bookings(); sandbox.connections(); sandbox.reset()
 ```
 
 `Sandbox.state` is the live `SandboxState` for anything the helpers don't cover.

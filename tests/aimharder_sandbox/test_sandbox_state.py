@@ -105,9 +105,9 @@ def test_arrivals_record_every_booking_in_order():
     _book(state, "a", at_ns=20)
     _book(state, None, at_ns=10)
     arrivals = state.arrivals()
-    assert [(a["at_ns"], a["user"], a["book_state"]) for a in arrivals] == [
-        (10, None, None),
-        (20, "a", 1),
+    assert [(a["at_ns"], a["user"], a["book_state"], a["logout"]) for a in arrivals] == [
+        (10, None, None, True),
+        (20, "a", 1, False),
     ]
     state.clear_arrivals()
     assert state.arrivals() == []
