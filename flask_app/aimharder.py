@@ -1,14 +1,47 @@
-"""PROVISIONAL: the booking result types only; the real client lands from the aimharder branch."""
+"""The only code that talks to AimHarder: book a class, re-read the day's listing.
+
+AimHarder publishes no API; the wire format follows reference/aimharder-and-cron.md §1.
+`classify` is pure and maps one `/api/book` answer to a `BookingOutcome`; `AimHarderClient`
+wraps one pooled, thread-safe `httpx.Client` shared by every user. Cookies go out in a
+`Cookie` header built per request and are never logged or stored by the client.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+
+import httpx
+
+__all__ = [
+    "AimHarderClient",
+    "BookingOutcome",
+    "BookingResult",
+    "box_base_url",
+    "classify",
+]
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+ALREADY_BOOKED_KEYS = frozenset({"NOPUEDESRESERVAMISMAHORA"})
+TOO_EARLY_KEYS = frozenset({"ERROR_ANTELACION_CLIENTE", "ERROR_ANTELACION_CLIENTE_HORAS"})
+LIMIT_KEYS = frozenset({"HASSUPERADOLIMITCONTR"})
+FORBIDDEN_MESSAGE = "HTTP 403 forbidden: AimHarder refused the request (possibly a geo/IP block)"
 
 
 class BookingOutcome(StrEnum):
+    """What one booking attempt came to, as far as we can tell."""
+
     BOOKED = "booked"
     WAITLISTED = "waitlisted"
     ALREADY_BOOKED = "already_booked"
@@ -22,19 +55,31 @@ class BookingOutcome(StrEnum):
 
     @property
     def is_success(self) -> bool:
-        return self in (
-            BookingOutcome.BOOKED,
-            BookingOutcome.WAITLISTED,
-            BookingOutcome.ALREADY_BOOKED,
-        )
+        """The user holds (or queues for) the place."""
+        return self in _SUCCESS
 
     @property
     def is_final(self) -> bool:
+        """Retrying the same request cannot change the answer."""
         return self is not BookingOutcome.TRANSIENT
+
+
+_SUCCESS = frozenset(
+    {BookingOutcome.BOOKED, BookingOutcome.WAITLISTED, BookingOutcome.ALREADY_BOOKED}
+)
+_BOOK_STATES: dict[int, BookingOutcome] = {
+    1: BookingOutcome.BOOKED,
+    0: BookingOutcome.WAITLISTED,
+    -1: BookingOutcome.FULL,
+    -2: BookingOutcome.NO_CREDITS,
+    -8: BookingOutcome.LIMIT_REACHED,
+}
 
 
 @dataclass(frozen=True)
 class BookingResult:
+    """One `/api/book` attempt: its outcome, what AimHarder said, and when."""
+
     outcome: BookingOutcome
     book_state: int | None
     reservation_id: str | None
@@ -43,14 +88,327 @@ class BookingResult:
     status_code: int | None
     request_sent: bool
     uncertain: bool
-    sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    latency: timedelta = timedelta(0)
+    sent_at: datetime
+    latency: timedelta
     raw: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-safe summary for the prebooking's `result` column."""
         return {
             "outcome": self.outcome.value,
-            "bookState": self.book_state,
-            "bookingId": self.reservation_id,
+            "success": self.outcome.is_success,
+            "book_state": self.book_state,
+            "reservation_id": self.reservation_id,
             "message": self.message,
+            "error_key": self.error_key,
+            "status_code": self.status_code,
+            "request_sent": self.request_sent,
+            "uncertain": self.uncertain,
+            "sent_at": self.sent_at.isoformat(),
+            "latency_ms": round(self.latency / timedelta(milliseconds=1), 3),
+            "raw": self.raw,
         }
+
+
+def box_base_url(box: str, override: str | None) -> str:
+    """The base URL for a box: `AIMHARDER_BASE_URL` when set, else the box's own host."""
+    if override:
+        return override.rstrip("/")
+    return f"https://{box}.aimharder.com"
+
+
+def _as_int(value: Any) -> int | None:
+    """`bookState` as an int; AimHarder sometimes sends numbers as strings."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _classify_status(status_code: int) -> tuple[BookingOutcome, bool] | None:
+    """Outcomes decided by the HTTP status alone; None for a 2xx."""
+    if 200 <= status_code < 300:
+        return None
+    if status_code == 401:
+        return BookingOutcome.SESSION_EXPIRED, False
+    if status_code == 429:
+        return BookingOutcome.TRANSIENT, False
+    if status_code >= 500:
+        # The request reached AimHarder; it may have booked before failing.
+        return BookingOutcome.TRANSIENT, True
+    return BookingOutcome.REJECTED, False
+
+
+def _classify_state(state: int, error_key: str | None) -> tuple[BookingOutcome, bool]:
+    """Map a `bookState` (and its `errorMssgLang`) to an outcome."""
+    if error_key in LIMIT_KEYS:
+        return BookingOutcome.LIMIT_REACHED, False
+    if state == -12 and error_key in ALREADY_BOOKED_KEYS:
+        return BookingOutcome.ALREADY_BOOKED, False
+    if state == -12 and error_key in TOO_EARLY_KEYS:
+        return BookingOutcome.TOO_EARLY, False
+    if state in _BOOK_STATES:
+        return _BOOK_STATES[state], False
+    if state < 0:
+        return BookingOutcome.REJECTED, False
+    # An unknown positive state: the caller should re-read the listing.
+    return BookingOutcome.TRANSIENT, True
+
+
+def _classify_body(body: dict[str, Any]) -> tuple[BookingOutcome, bool]:
+    """Classify a 2xx JSON object body."""
+    if body.get("logout"):
+        return BookingOutcome.SESSION_EXPIRED, False
+    error_key = body.get("errorMssgLang") or None
+    state = _as_int(body.get("bookState"))
+    if state is not None:
+        return _classify_state(state, error_key)
+    if body.get("id"):
+        return BookingOutcome.BOOKED, False
+    if error_key is not None:
+        return _classify_state(-12, error_key)
+    if body.get("errorMssg"):
+        return BookingOutcome.REJECTED, False
+    return BookingOutcome.TRANSIENT, True
+
+
+def classify(status_code: int, body: Any) -> tuple[BookingOutcome, bool]:
+    """Map an `/api/book` answer to `(outcome, uncertain)`.
+
+    `body` is the parsed JSON, or anything else (e.g. None) when it did not parse.
+    `uncertain` means the class may have been booked anyway: re-read the listing.
+    """
+    by_status = _classify_status(status_code)
+    if by_status is not None:
+        return by_status
+    if isinstance(body, dict) and body:
+        return _classify_body(body)
+    # `[]`, `{}` or garbage with a 200: reported once as a success; verify by re-reading.
+    return BookingOutcome.TRANSIENT, True
+
+
+def _cookie_header(cookies: Mapping[str, str]) -> str:
+    """The `Cookie` header for a name -> value mapping."""
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+
+def _no_cookie_jar() -> CookieJar:
+    """A jar that stores nothing, so one user's Set-Cookie never reaches another user."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+
+
+def _parse_body(response: httpx.Response) -> Any:
+    """The JSON body, or None when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    """A present, non-empty value as a string."""
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _describe_failure(outcome: BookingOutcome, status_code: int, body: Any) -> str | None:
+    """A short message when AimHarder gave none."""
+    if status_code == 403:
+        return FORBIDDEN_MESSAGE
+    if not 200 <= status_code < 300:
+        return f"HTTP {status_code}"
+    if not isinstance(body, dict):
+        return "unparseable or non-object response body" if body is None else "non-object body"
+    if not body:
+        return "empty response body"
+    if outcome is BookingOutcome.SESSION_EXPIRED:
+        return "session expired (logout)"
+    return None
+
+
+# Errors raised before the request could have left this process.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """When a request went out and how long it took."""
+
+    sent_at: datetime
+    started: float
+
+    def latency(self) -> timedelta:
+        return timedelta(seconds=time.perf_counter() - self.started)
+
+
+def _start() -> _Attempt:
+    return _Attempt(sent_at=datetime.now(UTC), started=time.perf_counter())
+
+
+def _transport_result(exc: httpx.TransportError, attempt: _Attempt) -> BookingResult:
+    """A result for a request that got no HTTP answer."""
+    sent = not isinstance(exc, _NOT_SENT)
+    return BookingResult(
+        outcome=BookingOutcome.TRANSIENT,
+        book_state=None,
+        reservation_id=None,
+        message=f"transport error: {type(exc).__name__}",
+        error_key=None,
+        status_code=None,
+        request_sent=sent,
+        uncertain=sent,
+        sent_at=attempt.sent_at,
+        latency=attempt.latency(),
+        raw={},
+    )
+
+
+def _response_result(response: httpx.Response, attempt: _Attempt) -> BookingResult:
+    """A result for an HTTP answer."""
+    latency = attempt.latency()
+    body = _parse_body(response)
+    outcome, uncertain = classify(response.status_code, body)
+    raw: dict[str, Any] = body if isinstance(body, dict) else {}
+    return BookingResult(
+        outcome=outcome,
+        book_state=_as_int(raw.get("bookState")),
+        reservation_id=_str_or_none(raw.get("id")) if outcome.is_success else None,
+        message=_str_or_none(raw.get("errorMssg"))
+        or _describe_failure(outcome, response.status_code, body),
+        error_key=_str_or_none(raw.get("errorMssgLang")),
+        status_code=response.status_code,
+        request_sent=True,
+        uncertain=uncertain,
+        sent_at=attempt.sent_at,
+        latency=latency,
+        raw=raw,
+    )
+
+
+def _row_is_booked(row: Mapping[str, Any]) -> bool:
+    """A listing row the caller holds (booked or waitlisted)."""
+    return _as_int(row.get("bookState")) in (0, 1) or bool(row.get("idres"))
+
+
+def _find_row(body: Any, class_id: str) -> Mapping[str, Any] | None:
+    """The listing row for a class session id, if the body has one."""
+    rows = body.get("bookings") if isinstance(body, dict) else None
+    if not isinstance(rows, list):
+        return None
+    for row in rows:
+        if isinstance(row, dict) and str(row.get("id")) == str(class_id):
+            return row
+    return None
+
+
+class AimHarderClient:
+    """A pooled, thread-safe AimHarder client shared by every user and box."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 8.0,
+        connect_timeout: float = 3.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(
+                max_connections=200, max_keepalive_connections=200, keepalive_expiry=60.0
+            ),
+            transport=transport,
+            cookies=_no_cookie_jar(),
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+        )
+
+    def _url(self, box: str, path: str) -> str:
+        return box_base_url(box, self._base_url) + path
+
+    def _headers(self, box: str, cookies: Mapping[str, str]) -> dict[str, str]:
+        """Browser-like headers, as AimHarder's own pages send them."""
+        origin = box_base_url(box, self._base_url)
+        headers = {
+            "Accept": "application/json, text/javascript, */*; q=0.01",
+            "X-Requested-With": "XMLHttpRequest",
+            "Origin": origin,
+            "Referer": origin + "/",
+        }
+        if cookies:
+            headers["Cookie"] = _cookie_header(cookies)
+        return headers
+
+    def book(
+        self,
+        *,
+        box: str,
+        class_id: str,
+        day: str,
+        family_id: str | None,
+        cookies: Mapping[str, str],
+    ) -> BookingResult:
+        """POST `/api/book` once and classify the answer; never raises for network trouble."""
+        form = {"id": class_id, "day": day, "insist": "0", "familyId": family_id or ""}
+        headers = self._headers(box, cookies)
+        attempt = _start()
+        try:
+            response = self._http.post(self._url(box, "/api/book"), data=form, headers=headers)
+        except httpx.TransportError as exc:
+            result = _transport_result(exc, attempt)
+        else:
+            result = _response_result(response, attempt)
+        log.info(
+            "aimharder book box=%s class=%s day=%s outcome=%s state=%s status=%s uncertain=%s",
+            box,
+            class_id,
+            day,
+            result.outcome.value,
+            result.book_state,
+            result.status_code,
+            result.uncertain,
+        )
+        return result
+
+    def is_booked(
+        self,
+        *,
+        box: str,
+        class_id: str,
+        day: str,
+        family_id: str | None,
+        cookies: Mapping[str, str],
+    ) -> bool | None:
+        """Re-read the day's listing: True booked/waitlisted, False not, None can't tell."""
+        params = {
+            "day": day,
+            "box": box,
+            "familyId": family_id or "",
+            "_": str(time.time_ns() // 1_000_000),
+        }
+        try:
+            response = self._http.get(
+                self._url(box, "/api/bookings"), params=params, headers=self._headers(box, cookies)
+            )
+        except httpx.TransportError as exc:
+            log.warning("aimharder listing failed box=%s: %s", box, type(exc).__name__)
+            return None
+        if response.status_code != 200:
+            return None
+        row = _find_row(_parse_body(response), class_id)
+        return None if row is None else _row_is_booked(row)
+
+    def warm_up(self, box: str) -> None:
+        """Open (or keep) a pooled keep-alive connection to the box host; never raises."""
+        try:
+            self._http.head(self._url(box, "/"), headers={"Accept": "*/*"})
+        except Exception:  # warming is best effort: a failure only costs a handshake later
+            log.debug("aimharder warm-up failed box=%s", box, exc_info=True)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._http.close()

@@ -1,0 +1,271 @@
+"""The HTTP side of the sandbox: AimHarder's booking endpoints plus the `/_sandbox` admin API.
+
+A stdlib `ThreadingHTTPServer` (one daemon thread per connection, HTTP/1.1 keep-alive), so
+the arrival time can be taken the moment the request line is parsed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+import threading
+import time
+from http.cookies import CookieError, SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from aimharder_sandbox.state import (
+    DEFAULT_BOX,
+    DEFAULT_CAPACITY,
+    DEFAULT_TIMEOUT_DELAY_MS,
+    Fault,
+    SandboxClass,
+    SandboxState,
+    parse_opens_at,
+)
+
+AUTH_COOKIE = "amhrdrauth"
+BOX_HEADER = "X-Sandbox-Box"
+GARBAGE_BODY = b"<html><body>Service temporarily garbled</body></html>"
+
+
+class SandboxServer(ThreadingHTTPServer):
+    """A threaded server that holds the shared state and a stop signal for hung replies."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], state: SandboxState) -> None:
+        self.state = state
+        self.stopping = threading.Event()
+        super().__init__(address, SandboxHandler)
+
+    def server_close(self) -> None:
+        self.stopping.set()
+        super().server_close()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.state.note_connection()
+        super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients that hung up (they timed out on purpose); report anything else."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+def box_from_host(host: str | None) -> str:
+    """The first label of a DNS host name; the default box for IPs, localhost or no host."""
+    name = (host or "").rsplit(":", 1)[0].strip("[]")
+    if not name or "." not in name:
+        return DEFAULT_BOX
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name.split(".", 1)[0]
+    return DEFAULT_BOX
+
+
+def _int_or(value: Any, default: int | None) -> int | None:
+    return default if value is None else int(value)
+
+
+def class_from_json(data: dict[str, Any]) -> SandboxClass:
+    """A class definition from the admin API's JSON.
+
+    Raises:
+        KeyError, TypeError, ValueError: a field is missing or malformed.
+    """
+    return SandboxClass(
+        class_id=str(data["class_id"]),
+        day=str(data["day"]),
+        box=str(data.get("box") or DEFAULT_BOX),
+        opens_at_ns=parse_opens_at(data.get("opens_at")),
+        capacity=_int_or(data.get("capacity"), DEFAULT_CAPACITY) or 0,
+        waitlist=_int_or(data.get("waitlist"), 0) or 0,
+        name=str(data.get("name") or "WOD"),
+        time=str(data.get("time") or "08:00 - 09:00"),
+    )
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    """One connection; AimHarder routes and the admin API."""
+
+    protocol_version = "HTTP/1.1"
+    server: SandboxServer
+    arrived_ns: int = 0
+
+    def parse_request(self) -> bool:
+        # The request line has just been read: this is the arrival instant.
+        self.arrived_ns = time.time_ns()
+        return super().parse_request()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: request lines carry no secrets, but the benchmarks flood stderr."""
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SandboxState:
+        return self.server.state
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _form(self) -> dict[str, str]:
+        parsed = parse_qs(self._read_body().decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[0] for k, v in parsed.items()}
+
+    def _json(self) -> dict[str, Any]:
+        body = self._read_body()
+        data = json.loads(body) if body else {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        return data
+
+    def _query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+
+    def _user(self) -> str | None:
+        cookie = SimpleCookie()
+        try:
+            cookie.load(self.headers.get("Cookie") or "")
+        except CookieError:
+            return None
+        morsel = cookie.get(AUTH_COOKIE)
+        return morsel.value if morsel else None
+
+    def _box(self) -> str:
+        return self.headers.get(BOX_HEADER) or box_from_host(self.headers.get("Host"))
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, data: Any) -> None:
+        self._send(status, json.dumps(data).encode())
+
+    # --- routing -------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        route = urlsplit(self.path).path
+        if route == "/api/bookings":
+            query = self._query()
+            body = self.state.listing(box=self._box(), day=query.get("day", ""), user=self._user())
+            self._send_json(200, body)
+        elif route == "/_sandbox/arrivals":
+            self._send_json(200, self.state.arrivals())
+        elif route == "/_sandbox/state":
+            self._send_json(200, self.state.snapshot())
+        else:
+            self._send(200, b"<html><body>AimHarder sandbox</body></html>", "text/html")
+
+    def do_HEAD(self) -> None:
+        self._send(200, b"", "text/html")
+
+    def do_DELETE(self) -> None:
+        if urlsplit(self.path).path == "/_sandbox/arrivals":
+            self.state.clear_arrivals()
+            self._send_json(200, {"cleared": True})
+        else:
+            self._send_json(404, {"error": "no such route"})
+
+    def do_POST(self) -> None:
+        route = urlsplit(self.path).path
+        handler = _POST_ROUTES.get(route)
+        if handler is None:
+            self._read_body()
+            self._send_json(404, {"error": "no such route"})
+            return
+        try:
+            handler(self)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._send_json(400, {"error": f"bad request: {exc}"})
+
+    # --- AimHarder -----------------------------------------------------------------------
+
+    def post_book(self) -> None:
+        form = self._form()
+        reply = self.state.book(
+            box=self._box(),
+            class_id=form.get("id", ""),
+            day=form.get("day", ""),
+            user=self._user(),
+            at_ns=self.arrived_ns,
+        )
+        self._delay(reply.fault)
+        if reply.fault.mode == "garbage":
+            self._send(200, GARBAGE_BODY, "text/html")
+        elif reply.body is None:
+            self._send(reply.status, b"<html><body>500 Internal Server Error</body></html>")
+        else:
+            self._send_json(reply.status, reply.body)
+
+    def _delay(self, fault: Fault) -> None:
+        """Hold the reply for `timeout`/`slow` faults; wakes early when the server stops."""
+        if fault.mode == "timeout":
+            self.server.stopping.wait(_seconds(fault.delay_ms, DEFAULT_TIMEOUT_DELAY_MS))
+        elif fault.mode == "slow":
+            self.server.stopping.wait(_seconds(fault.delay_ms, 0))
+
+    def post_cancel(self) -> None:
+        form = self._form()
+        self._send_json(
+            200, self.state.cancel(reservation_id=form.get("id", ""), user=self._user())
+        )
+
+    # --- admin ---------------------------------------------------------------------------
+
+    def post_classes(self) -> None:
+        cls = class_from_json(self._json())
+        self.state.define_class(cls)
+        self._send_json(201, {"class_id": cls.class_id, "day": cls.day, "box": cls.box})
+
+    def post_sessions(self) -> None:
+        data = self._json()
+        cookie = str(data["cookie"])
+        self.state.add_session(cookie, _int_or(data.get("credits"), None))
+        self._send_json(201, {"registered": True})
+
+    def post_faults(self) -> None:
+        data = self._json()
+        fault = Fault(
+            str(data.get("mode", "none")),
+            _int_or(data.get("count"), None),
+            _int_or(data.get("delay_ms"), None),
+        )
+        self.state.set_fault(fault.mode, fault.count, fault.delay_ms)
+        self._send_json(200, {"mode": fault.mode, "count": fault.count})
+
+    def post_reset(self) -> None:
+        self._read_body()
+        self.state.reset()
+        self._send_json(200, {"reset": True})
+
+
+def _seconds(delay_ms: int | None, default_ms: int) -> float:
+    return (default_ms if delay_ms is None else delay_ms) / 1000
+
+
+_POST_ROUTES = {
+    "/api/book": SandboxHandler.post_book,
+    "/api/cancelBook": SandboxHandler.post_cancel,
+    "/_sandbox/classes": SandboxHandler.post_classes,
+    "/_sandbox/sessions": SandboxHandler.post_sessions,
+    "/_sandbox/faults": SandboxHandler.post_faults,
+    "/_sandbox/reset": SandboxHandler.post_reset,
+}
+
+
+def make_server(host: str, port: int, state: SandboxState | None = None) -> SandboxServer:
+    """A bound, not yet serving, sandbox server (`port=0` picks a free port)."""
+    return SandboxServer((host, port), state or SandboxState())
