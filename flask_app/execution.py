@@ -355,6 +355,9 @@ class Executor:
             None,
             request_sent=False,
             uncertain=False,
+            sent_at=self.clock.now(),
+            latency=timedelta(0),
+            raw={},
         )
         finish(session, claimed, result, self.clock.now())
         return replace(
@@ -427,7 +430,7 @@ def init_app(app: Any) -> None:
 
     client = app.config.get("AIMHARDER_CLIENT")
     if client is None:
-        from flask_app.aimharder import AimHarderClient  # type: ignore[attr-defined,unused-ignore]
+        from flask_app.aimharder import AimHarderClient
 
         client = AimHarderClient(
             app.config.get("AIMHARDER_BASE_URL"), timeout=app.config["AIMHARDER_TIMEOUT_S"]
