@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from flask_app import events
 from flask_app.aimharder import BookingOutcome, BookingResult
-from flask_app.models import Prebooking
+from flask_app.models import Prebooking, is_valid_id
 from flask_app.prebooking import Event, PrebookingStatus, sources, transition
 from flask_app.timing import Clock, lateness_ms
 
@@ -269,6 +269,9 @@ class Executor:
             message_id=message_id,
             retried=retried,
         )
+        if not is_valid_id(prebooking_id):
+            _announce(base)
+            return base
         with self.sessions() as session:
             now = self.clock.now()
             claimed = claim(session, prebooking_id, path=path, now=now, lease=self.lease)
@@ -299,7 +302,7 @@ class Executor:
             retried=retried,
         )
         with self.sessions() as session:
-            row = session.get(Prebooking, prebooking_id)
+            row = session.get(Prebooking, prebooking_id) if is_valid_id(prebooking_id) else None
         if row is not None:
             base = replace(
                 base, action=Action.SHADOW, available_at=row.available_at, status=row.status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +56,14 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A random UUID4 string, the primary key of prebookings and task results."""
     return str(uuid.uuid4())
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_valid_id(value: str) -> bool:
+    """True for strings shaped like our ids; anything else cannot name a row."""
+    return bool(_UUID.fullmatch(value))
 
 
 class Base(DeclarativeBase):

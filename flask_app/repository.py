@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from flask_app.models import Prebooking
+from flask_app.models import Prebooking, is_valid_id
 from flask_app.prebooking import Event, sources, transition
 from flask_app.schemas import ListQuery, PrebookingCreate
 
@@ -125,7 +125,7 @@ def get(session: Session, prebooking_id: str) -> Prebooking:
     Raises:
         NotFound: unknown id.
     """
-    row = session.get(Prebooking, prebooking_id)
+    row = session.get(Prebooking, prebooking_id) if is_valid_id(prebooking_id) else None
     if row is None:
         raise NotFound(prebooking_id)
     return row
@@ -138,6 +138,7 @@ def cancel(session: Session, prebooking_id: str, now: datetime) -> Prebooking:
         NotFound: unknown id.
         Conflict: already claimed, executed or cancelled.
     """
+    get(session, prebooking_id)  # 404 before writing anything
     stmt = (
         update(Prebooking)
         .where(Prebooking.id == prebooking_id, Prebooking.status.in_(sources(Event.CANCEL)))

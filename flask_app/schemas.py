@@ -21,6 +21,7 @@ from flask_app.prebooking import PrebookingStatus
 
 _BOX = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # an AimHarder box subdomain
 _CLASS_ID = r"^[A-Za-z0-9_-]{1,64}$"
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # no control characters (PostgreSQL text refuses NUL)
 _COOKIE_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")  # RFC 6265 token
 _COOKIE_VALUE = re.compile(r"^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{0,4096}$")
 
@@ -37,7 +38,7 @@ class BookingData(Strict):
     box: Annotated[str, StringConstraints(pattern=_BOX)]
     class_id: Annotated[str, StringConstraints(pattern=_CLASS_ID)]
     day: Annotated[str, StringConstraints(pattern=r"^\d{8}$")]
-    family_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    family_id: Annotated[str, StringConstraints(max_length=64, pattern=_PRINTABLE)] | None = None
 
     @field_validator("day")
     @classmethod
@@ -66,9 +67,11 @@ class ListQuery(Strict):
     """Query string of GET /api/prebookings."""
 
     status: PrebookingStatus | None = None
-    user_email: Annotated[str, StringConstraints(max_length=320)] | None = None
+    user_email: Annotated[str, StringConstraints(max_length=320, pattern=_PRINTABLE)] | None = None
     limit: int = Field(default=100, ge=1, le=10_000)
-    cursor: Annotated[str, StringConstraints(max_length=200)] | None = None
+    cursor: (
+        Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_-]*$")] | None
+    ) = None
 
 
 class SessionPut(Strict):

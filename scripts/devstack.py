@@ -55,8 +55,16 @@ def stack_env() -> dict[str, str]:
 def commands(env: dict[str, str]) -> dict[str, list[str]]:
     """Name → argv of each process."""
     port = env["APP_BASE_URL"].rsplit(":", 1)[-1]
-    app = [PY, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "-b", f"127.0.0.1:{port}",
-           "wsgi:app"]
+    app = [
+        PY,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(ROOT / "gunicorn.conf.py"),
+        "-b",
+        f"127.0.0.1:{port}",
+        "wsgi:app",
+    ]
     if not (ROOT / "gunicorn.conf.py").exists():
         app = [PY, "-m", "flask", "--app", "wsgi", "run", "-p", port, "--with-threads"]
     return {
@@ -85,14 +93,14 @@ def banner(env: dict[str, str]) -> str:
 Local stack is up (Ctrl-C stops everything):
   app              {base}            (health: {base}/api/health)
   parity page      {base}/admin/parity   (send Authorization: Bearer $API_TOKEN)
-  local QStash     {env['QSTASH_URL']}
-  AimHarder        {env['AIMHARDER_BASE_URL']}  (sandbox; state at /_sandbox/state)
+  local QStash     {env["QSTASH_URL"]}
+  AimHarder        {env["AIMHARDER_BASE_URL"]}  (sandbox; state at /_sandbox/state)
   cron stand-in    pings {base}/api/cron/prebooking-scheduler at :00 of every minute
 
 Tokens (local only, from instance/dev.env):
-  export API_TOKEN={env['API_TOKEN']}
-  export CRON_SECRET={env['CRON_SECRET']}
-  QSTASH_TOKEN={env.get('QSTASH_TOKEN', '(printed by the QStash server above)')}
+  export API_TOKEN={env["API_TOKEN"]}
+  export CRON_SECRET={env["CRON_SECRET"]}
+  QSTASH_TOKEN={env.get("QSTASH_TOKEN", "(printed by the QStash server above)")}
 
 Try it:
   curl -s -X PUT {base}/api/sessions/ana@example.com -H "Authorization: Bearer $API_TOKEN" \\

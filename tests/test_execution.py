@@ -193,3 +193,12 @@ def test_every_arrival_is_announced_and_a_broken_observer_breaks_nothing(app, se
         executor.attempt(due.id, path="qstash")
         executor.attempt(due.id, path="cron")
     assert seen == [("qstash", Action.EXECUTED), ("cron", Action.LOST_CLAIM)]
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["", "nope", "\x00", "x" * 500, "00000000-0000-0000-0000-000000000000"]
+)
+def test_malformed_or_unknown_ids_are_not_found_without_touching_rows(app, session, due, bad_id):
+    assert get_executor(app).attempt(bad_id, path="qstash").action is Action.NOT_FOUND
+    assert get_executor(app).observe(bad_id, path="shadow").action is Action.NOT_FOUND
+    assert reload(session, due).status == "pending"
