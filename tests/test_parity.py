@@ -170,7 +170,9 @@ def test_cron_execution_is_beatable_when_a_delivery_arrived_before_it():
 def test_dlq_entries_are_failed_prebookings_whose_reason_names_the_dlq():
     infos = [
         info("d1", status="failed", executed_by=None, error="QStash DLQ: delivery failed 3 times"),
-        info("d2", status="failed", executed_by=None, error="message died in the dead-letter queue"),
+        info(
+            "d2", status="failed", executed_by=None, error="message died in the dead-letter queue"
+        ),
         info("full", status="failed", error="class is full"),
         info("ok", error=None),
     ]
