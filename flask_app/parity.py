@@ -279,7 +279,8 @@ def compare(
     by_prebooking: dict[str, list[ArrivalRecord]] = defaultdict(list)
     for arrival in seen:
         by_prebooking[arrival.prebooking_id].append(arrival)
-    paths = {path: _path_stats(path, seen, by_prebooking) for path in PATHS}
+    winners = _winners(by_prebooking, infos)
+    paths = {path: _path_stats(path, seen, by_prebooking, winners) for path in PATHS}
     missing = _missing_deliveries(due, by_prebooking, now, limits.delivery_grace)
     beatable, leads = _cron_beatable(by_prebooking)
     executed = _executed_by(seen)
@@ -335,8 +336,23 @@ def _first_arrivals(
     return firsts
 
 
+def _winners(
+    by_prebooking: dict[str, list[ArrivalRecord]], infos: dict[str, PrebookingInfo]
+) -> dict[str, str | None]:
+    """Per prebooking, the path that executed it (from its arrivals, else from the row)."""
+    winners: dict[str, str | None] = {}
+    for prebooking_id, group in by_prebooking.items():
+        executed = next((a.path for a in group if _is_execution(a)), None)
+        row = infos.get(prebooking_id)
+        winners[prebooking_id] = executed or (row.executed_by if row else None)
+    return winners
+
+
 def _path_stats(
-    path: str, seen: Sequence[ArrivalRecord], by_prebooking: dict[str, list[ArrivalRecord]]
+    path: str,
+    seen: Sequence[ArrivalRecord],
+    by_prebooking: dict[str, list[ArrivalRecord]],
+    winners: dict[str, str | None],
 ) -> PathStats:
     mine = [a for a in seen if a.path == path]
     executions = [a for a in mine if _is_execution(a)]
@@ -347,7 +363,7 @@ def _path_stats(
         arrivals=len(mine),
         executions=len(executions),
         released=sum(1 for a in mine if a.won and a.action == "released"),
-        lost_race=sum(1 for a in mine if a.action == "lost_claim"),
+        lost_race=_lost_race(path, by_prebooking, winners),
         skipped=sum(1 for a in mine if a.action == "skipped"),
         observed=sum(1 for a in mine if a.action == "shadow"),
         duplicates_suppressed=_duplicates(path, by_prebooking),
@@ -365,14 +381,26 @@ def _path_stats(
     )
 
 
+def _lost_race(
+    path: str, by_prebooking: dict[str, list[ArrivalRecord]], winners: dict[str, str | None]
+) -> int:
+    """First arrivals of `path` that lost the claim to the other path."""
+    count = 0
+    for prebooking_id, group in by_prebooking.items():
+        first = next((a for a in group if a.path == path), None)
+        winner = winners.get(prebooking_id)
+        if first is not None and first.action == "lost_claim" and winner not in (None, path):
+            count += 1
+    return count
+
+
 def _duplicates(path: str, by_prebooking: dict[str, list[ArrivalRecord]]) -> int:
-    """Arrivals of `path` that were not their prebooking's first arrival and did nothing."""
-    return sum(
-        1
-        for group in by_prebooking.values()
-        for arrival in group[1:]
-        if arrival.path == path and arrival.action in IDLE_ACTIONS
-    )
+    """Arrivals of `path` after its first one for a prebooking that did nothing."""
+    count = 0
+    for group in by_prebooking.values():
+        mine = [a for a in group if a.path == path]
+        count += sum(1 for a in mine[1:] if a.action in IDLE_ACTIONS)
+    return count
 
 
 def _redeliveries(mine: Sequence[ArrivalRecord]) -> int:

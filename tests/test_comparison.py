@@ -176,7 +176,7 @@ def test_cli_report_in_json_counts_the_race(app, runner, due, clock):
     data = json.loads(out.output)
     assert data["paths"]["qstash"]["executions"] == 1
     assert data["paths"]["cron"]["lost_race"] == 1
-    assert data["paths"]["cron"]["duplicates_suppressed"] == 1
+    assert data["paths"]["cron"]["duplicates_suppressed"] == 0
     assert data["prebookings"][0]["first_path"] == "qstash"
     assert data["verdict"].startswith("NOT READY for shadow -> parallel")
 
@@ -246,3 +246,43 @@ def test_admin_page_is_disabled_while_no_api_token_is_set(app_config):
         assert unset.test_client().get("/admin/parity").status_code == 503
     finally:
         unset.extensions["db"].engine.dispose()
+
+
+def test_report_counts_a_duplicate_delivery_as_suppressed(app, client, auth, due, clock):
+    executor = get_executor(app)
+    executor.attempt(due.id, path="qstash", message_id="msg_1", retried=0)
+    executor.attempt(due.id, path="qstash", message_id="msg_1", retried=0)
+    clock.current = NOW + timedelta(minutes=1)
+    qstash = client.get("/api/parity?since=1h", headers=auth).get_json()["paths"]["qstash"]
+    assert (qstash["executions"], qstash["duplicates_suppressed"], qstash["redeliveries"]) == (
+        1,
+        1,
+        1,
+    )
+    assert qstash["lost_race"] == 0
+
+
+def test_shadow_delivery_before_crons_execution_is_beatable(app, client, auth, due, clock):
+    executor = get_executor(app)
+    executor.observe(due.id, path="shadow", message_id="msg_1")
+    clock.current = NOW + timedelta(seconds=30)
+    executor.attempt(due.id, path="cron")
+    clock.current = NOW + timedelta(minutes=15)
+    body = client.get("/api/parity?since=1h", headers=auth).get_json()
+    assert body["cron_beatable"] == [due.id]
+    assert body["cron_beatable_lead_ms"]["max"] == 32000.0
+    assert body["missing_deliveries"] == []
+    assert body["paths"]["shadow"]["observed"] == 1
+    assert body["paths"]["shadow"]["arrival_lateness"]["p50"] == -2000.0
+
+
+def test_published_prebooking_cron_executed_without_any_delivery_is_missing(
+    app, client, auth, due, clock
+):
+    clock.current = NOW + timedelta(seconds=30)
+    get_executor(app).attempt(due.id, path="cron")
+    clock.current = NOW + timedelta(minutes=9)
+    assert client.get("/api/parity?since=1h", headers=auth).get_json()["missing_deliveries"] == []
+    clock.current = NOW + timedelta(minutes=11)
+    body = client.get("/api/parity?since=1h", headers=auth).get_json()
+    assert body["missing_deliveries"] == [due.id] and body["missing_covered_by_cron"] == [due.id]

@@ -100,17 +100,31 @@ def test_success_rate_counts_final_outcomes_of_won_executions():
     assert stats.success_rate == pytest.approx(1 / 3)
 
 
-def test_duplicates_are_later_arrivals_of_a_prebooking_that_did_nothing():
+def test_duplicates_are_a_paths_later_arrivals_that_did_nothing():
     arrivals = [
         arrival("a", "qstash", -1500, "executed"),
         arrival("a", "qstash", -1400, "lost_claim", message_id="m1", retried=0),
         arrival("a", "cron", 30000, "lost_claim"),
-        arrival("b", "cron", 100, "skipped"),  # first arrival: not a duplicate
+        arrival("a", "cron", 90000, "lost_claim"),
+        arrival("b", "cron", 100, "skipped"),  # its first arrival: not a duplicate
     ]
     report = compare(arrivals, [], NOW, SINCE)
     assert report.paths["qstash"].duplicates_suppressed == 1
     assert report.paths["cron"].duplicates_suppressed == 1
     assert report.paths["cron"].skipped == 1
+
+
+def test_lost_race_is_a_paths_first_arrival_losing_to_the_other_path():
+    arrivals = [
+        arrival("a", "qstash", -1500, "executed"),
+        arrival("a", "qstash", -1400, "lost_claim"),  # its own duplicate, not a lost race
+        arrival("a", "cron", 30000, "lost_claim"),
+        arrival("b", "cron", 20000, "lost_claim"),  # winner known only from the row
+    ]
+    infos = [info("a"), info("b", executed_by="qstash")]
+    report = compare(arrivals, infos, NOW, SINCE)
+    assert report.paths["qstash"].lost_race == 0
+    assert report.paths["cron"].lost_race == 2
 
 
 def test_redeliveries_are_retries_or_a_repeated_message_id():
