@@ -201,11 +201,17 @@ def to_html(report: ParityReport) -> str:
         f"{escape(report.verdict)}</div>",
         _cards(report),
         "<h2>Arrival lateness against the window opening</h2>",
+        "<p class='sub'>Each bar counts prebookings by how late a path's first arrival came "
+        "against the opening of the booking window (bins up to the labelled edge). The green band "
+        "is before the opening, where QStash deliveries belong: they arrive early and wait for "
+        "the instant. Cron ticks once a minute, so its arrivals spread up to 60 s late.</p>",
         "<div class='grid2'>",
         *(_histogram_panel(report.paths[p]) for p in PATHS),
         _percentile_panel(report),
         "</div>",
         "<h2>Executions over time</h2>",
+        "<p class='sub'>Who executed the prebookings, per time bucket. In the parallel phase "
+        "QStash should take nearly all of them; orange bars are prebookings cron had to do.</p>",
         f"<div class='panel'>{_wins_svg(report)}</div>",
         "<h2>Gates for the next rollout phase</h2>",
         *(_gate_table(gate) for gate in report.gates),
