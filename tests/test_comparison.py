@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from flask_app import create_app, metrics
 from flask_app.aimharder import BookingOutcome
-from flask_app.execution import get_executor
+from flask_app.comparison import on_attempt_finished
+from flask_app.execution import Action, Attempt, get_executor
 from flask_app.models import Arrival
 from tests.factories import make_prebooking, store_session
 from tests.fakes import FakeClock, result
@@ -286,3 +287,12 @@ def test_published_prebooking_cron_executed_without_any_delivery_is_missing(
     clock.current = NOW + timedelta(minutes=11)
     body = client.get("/api/parity?since=1h", headers=auth).get_json()
     assert body["missing_deliveries"] == [due.id] and body["missing_covered_by_cron"] == [due.id]
+
+
+def test_an_arrival_that_cannot_be_stored_is_logged_and_does_not_raise(app, session, caplog):
+    ghost = Attempt("gone", "qstash", NOW, Action.LOST_CLAIM, available_at=NOW)
+    with app.app_context():
+        on_attempt_finished("qstash", attempt=ghost)  # the foreign key refuses the row
+    assert arrivals(session) == []
+    assert "arrival of gone could not be stored" in caplog.text
+    assert samples(app)[("prebooking_claims_lost_total", (("path", "qstash"),))] == 1
