@@ -297,7 +297,7 @@ def _summary(p: Percentiles) -> str:
 
 
 def _histogram_svg(path: str, counts: list[int], color: str) -> str:
-    width, height, left, bottom, top = 540, 230, 40, 54, 12
+    width, height, left, bottom, top = 540, 248, 40, 54, 30
     plot_w, plot_h = width - left - 8, height - bottom - top
     peak = max(counts) or 1
     bar_w = plot_w / len(counts)
@@ -308,7 +308,7 @@ def _histogram_svg(path: str, counts: list[int], color: str) -> str:
         f"aria-label='lateness histogram {escape(path)}'>",
         f"<rect x='{left}' y='{top}' width='{zero_index * bar_w:.1f}' height='{plot_h}' "
         "fill='#f0fff4'/>",
-        f"<text x='{left + 4}' y='{top + 12}' font-size='10' fill='#2f855a'>"
+        f"<text x='{left + 4}' y='{top - 18}' font-size='10' fill='#2f855a'>"
         "early (before opening)</text>",
     ]
     for i, count in enumerate(counts):
