@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck reliability bench clean postgres
+.PHONY: run test lint typecheck reliability bench clean postgres chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ run: $(STAMP)
 postgres:
 	@scripts/ensure-postgres.sh
 
+## chromium: make sure headless Chromium is installed (the parity page's browser test)
+chromium:
+	@scripts/ensure-chromium.sh
+
 ## test: the same set-up, then the whole suite; non-zero on any failure
-test: $(STAMP) postgres
+test: $(STAMP) postgres chromium
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import Flask
 
-from flask_app import db, dbschema, errors, execution, sessions
-from flask_app.blueprints import api
+from flask_app import comparison, db, dbschema, errors, execution, parity_cli, sessions
+from flask_app.blueprints import admin, api
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,4 +35,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     execution.init_app(app)
     app.register_blueprint(api.bp)
+    comparison.init_app(app)
+    parity_cli.init_app(app)
+    app.register_blueprint(admin.bp)
     return app
