@@ -89,7 +89,7 @@ class DevServer:
         """Start delivering and serving in background threads."""
         self.broker.start()
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="qstash-dev-http", daemon=True
+            target=self._http.serve_forever, args=(0.05,), name="qstash-dev-http", daemon=True
         )
         self._thread.start()
 

@@ -154,7 +154,7 @@ def start_receiver(srv: RunningServer) -> tuple[LocalReceiver, Callable[[], None
     httpd.daemon_threads = True
     verifier = qstash.Receiver(srv.current_signing_key, srv.next_signing_key)
     ref.append(LocalReceiver(f"http://127.0.0.1:{httpd.server_port}", verifier))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
 
     def stop() -> None:
@@ -172,3 +172,18 @@ def receiver(srv: RunningServer) -> Iterator[LocalReceiver]:
     yield rec
     stop()
     assert all(d.verified for d in rec.deliveries), [d.error for d in rec.deliveries]
+
+
+@pytest.fixture
+def make_receiver() -> Iterator[Callable[[RunningServer], LocalReceiver]]:
+    """Start extra receivers for a given server (stopped at teardown)."""
+    stops: list[Callable[[], None]] = []
+
+    def make(server: RunningServer) -> LocalReceiver:
+        rec, stop = start_receiver(server)
+        stops.append(stop)
+        return rec
+
+    yield make
+    for stop in stops:
+        stop()
