@@ -32,7 +32,7 @@ from migration.backfill import (
 from migration.rollback import RollbackSummary, count_outstanding, run_rollback
 from migration.status import collect_status
 
-__all__ = ["cli", "init_app", "policy_from_config"]
+__all__ = ["cli", "gateway_for", "init_app", "policy_from_config"]
 
 SHOW_LINES = 20  # a dry run lists this many planned rows, then counts the rest
 
@@ -44,7 +44,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(cli)
 
 
-def _gateway(app: Flask) -> gateway.Gateway:
+def gateway_for(app: Flask) -> gateway.Gateway:
     """The app's Gateway, created on first use if create_app did not wire one."""
     if "qstash" not in app.extensions:
         gateway.init_app(app)
@@ -103,7 +103,7 @@ def backfill_command(dry_run: bool, batch_size: int, min_notice: float | None, f
     with _progress(total, "backfill") as bar:
         summary = run_backfill(
             session_factory=factory,
-            gateway=_gateway(app),
+            gateway=gateway_for(app),
             clock=lambda: datetime.now(UTC),
             policy=policy_from_config(app.config),
             rollout_percent=int(app.config.get("QSTASH_ROLLOUT_PERCENT", 100)),
@@ -163,7 +163,7 @@ def rollback_command(dry_run: bool, batch_size: int) -> None:
     with _progress(total, "rollback") as bar:
         summary = run_rollback(
             session_factory=factory,
-            gateway=_gateway(app),
+            gateway=gateway_for(app),
             chunk_size=batch_size,
             dry_run=dry_run,
             progress=bar,

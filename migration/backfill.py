@@ -225,13 +225,12 @@ def _store_message_ids(
     with session_factory() as session:
         session.connection().execute(_STORE, params)
         session.commit()
-        held = dict(
-            session.execute(
-                select(Prebooking.id, Prebooking.qstash_message_id).where(
-                    Prebooking.id.in_([pid for pid, _ in batch])
-                )
-            ).tuples()
-        )
+        rows = session.execute(
+            select(Prebooking.id, Prebooking.qstash_message_id).where(
+                Prebooking.id.in_([pid for pid, _ in batch])
+            )
+        ).all()
+        held = {pid: mid for pid, mid in rows}
     return {pid: held.get(pid) == a.message_id for (pid, _), a in zip(batch, answers, strict=True)}
 
 
