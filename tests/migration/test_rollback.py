@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from qstash.errors import QStashError as SdkError
@@ -14,7 +15,7 @@ from migration.rollback import run_rollback
 from tests.migration.conftest import rows_by_id, seed
 
 
-def published(runner) -> None:
+def published(runner: Any) -> None:
     result = runner.invoke(args=["migration", "backfill"])
     assert result.exit_code == 0, result.output
 
