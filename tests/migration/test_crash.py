@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from flask_app.models import Prebooking
 from tests.migration.conftest import APP_BASE_URL, rows_by_id, seed
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 N = 400
 
 
-def stored(session) -> int:
+def stored(session: Session) -> int:
     """Prebookings that hold a message id."""
     session.expire_all()
     query = select(func.count()).where(Prebooking.qstash_message_id.is_not(None))
