@@ -279,7 +279,8 @@ def main() -> None:
     )
     print()
     print(
-        "| DB | mode | prebookings | wall s | messages/s | QStash requests | messages per prebooking | ids stored | rerun published |"
+        "| DB | mode | prebookings | wall s | messages/s | QStash requests "
+        "| messages per prebooking | ids stored | rerun published |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
