@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from flask_app.gateway import Message, Published, QStashError
@@ -262,7 +262,14 @@ def _record_error(session_factory: Callable[[], Session], ids: list[str], error:
         session.commit()
 
 
-_UNPUBLISHED = and_(Prebooking.status == PENDING, Prebooking.qstash_message_id.is_(None))
+# Rows whose QStash deliveries died in the DLQ (`qstash reconcile-dlq` marks them with this prefix,
+# as flask_app.delivery.DLQ_MARK) are cron's now: re-publishing would repeat the failure.
+DLQ_MARK = "dlq: "
+_UNPUBLISHED = and_(
+    Prebooking.status == PENDING,
+    Prebooking.qstash_message_id.is_(None),
+    or_(Prebooking.qstash_error.is_(None), not_(Prebooking.qstash_error.startswith(DLQ_MARK))),
+)
 
 
 def count_unpublished(session: Session) -> int:

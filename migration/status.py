@@ -6,12 +6,12 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, not_, select
 from sqlalchemy.orm import Session
 
 from flask_app.models import Prebooking
 from flask_app.scheduling import PublishPolicy
-from migration.backfill import PENDING, plan_backfill, unpublished_pages
+from migration.backfill import DLQ_MARK, PENDING, plan_backfill, unpublished_pages
 
 
 def collect_status(
@@ -33,13 +33,11 @@ def collect_status(
         out["pending.with_message"] = (
             session.scalar(pending.where(Prebooking.qstash_message_id.is_not(None))) or 0
         )
+        no_message = pending.where(Prebooking.qstash_message_id.is_(None))
+        dead = Prebooking.qstash_error.startswith(DLQ_MARK)
+        out["pending.dead_lettered"] = session.scalar(no_message.where(dead)) or 0
         out["pending.with_publish_error"] = (
-            session.scalar(
-                pending.where(
-                    Prebooking.qstash_message_id.is_(None), Prebooking.qstash_error.is_not(None)
-                )
-            )
-            or 0
+            session.scalar(no_message.where(Prebooking.qstash_error.is_not(None), not_(dead))) or 0
         )
     for page in unpublished_pages(session_factory):
         out["pending.without_message"] += len(page)

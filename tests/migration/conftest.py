@@ -58,6 +58,7 @@ def seed(
             booking_data=booking_data(),
             available_at=now + ahead + timedelta(seconds=i),
             status=values.get("status", "pending"),
+            qstash_error=values.get("qstash_error"),
             created_at=now,
             updated_at=now,
         )

@@ -250,3 +250,12 @@ def test_shadow_mode_alone_is_enough_to_backfill(app, runner, session):
     app.config.update(QSTASH_ENABLED=False, QSTASH_SHADOW=True)
     result = runner.invoke(args=["migration", "backfill"])
     assert result.exit_code == 0 and "published:    1" in result.output
+
+
+def test_prebookings_whose_deliveries_died_in_the_dlq_are_left_to_cron(app, session, qstash_server):
+    seed(session, 2, qstash_error="dlq: delivery failed 4 times")
+    failed_before = seed(session, 1, qstash_error="publish: QStash unreachable")
+    summary = backfill(app)
+    assert (summary.seen, summary.published) == (1, 1)
+    assert rows_by_id(session)[failed_before[0]].qstash_message_id
+    assert qstash_server.broker.pending_count() == 1

@@ -15,6 +15,7 @@ def test_status_counts_pending_work_by_what_backfill_would_do(app, runner, sessi
     seed(session, 1, status="completed")
     runner.invoke(args=["migration", "backfill"])
     seed(session, 2)
+    seed(session, 1, qstash_error="dlq: delivery failed 4 times")
 
     result = runner.invoke(args=["migration", "status", "--format", "json"])
 
@@ -23,11 +24,12 @@ def test_status_counts_pending_work_by_what_backfill_would_do(app, runner, sessi
         "backfill.would_publish": 2,
         "backfill.skip.due": 1,
         "backfill.skip.beyond_max_delay": 2,
+        "pending.dead_lettered": 1,
         "pending.with_message": 3,
         "pending.with_publish_error": 0,
         "pending.without_message": 5,
         "status.completed": 1,
-        "status.pending": 8,
+        "status.pending": 9,
     }
 
 
