@@ -8,6 +8,7 @@ flask --app wsgi migration rollback [--dry-run]
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -74,6 +75,11 @@ def _min_notice(app: Flask, seconds: float | None) -> timedelta:
     return DEFAULT_MIN_NOTICE if configured is None else timedelta(seconds=float(configured))
 
 
+def _quiet_http_logs() -> None:
+    """One INFO line per QStash request would tear the progress bar apart."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def _is_qstash_on(app: Flask) -> bool:
     return bool(app.config.get("QSTASH_ENABLED") or app.config.get("QSTASH_SHADOW"))
 
@@ -96,6 +102,7 @@ def backfill_command(dry_run: bool, batch_size: int, min_notice: float | None, f
             "the QStash path is off (QSTASH_ENABLED and QSTASH_SHADOW are false): its deliveries "
             "would be ignored. Turn one on first, or pass --force."
         )
+    _quiet_http_logs()
     factory = _session_factory(app)
     with factory() as session:
         total = count_unpublished(session)
@@ -121,9 +128,11 @@ def _echo_backfill(s: Summary) -> None:
     """Print the plan (dry run) or the outcome."""
     if s.dry_run:
         click.echo(f"dry run: would publish {len(s.planned)} messages (nothing was published)")
+        for url in dict.fromkeys(msg.url for _, msg in s.planned):
+            click.echo(f"  destination: {url}")
         for pid, msg in s.planned[:SHOW_LINES]:
             at = "now" if msg.not_before is None else _iso(msg.not_before)
-            click.echo(f"  {pid}  deliver_at={at}  dedup={msg.deduplication_id}  -> {msg.url}")
+            click.echo(f"  {pid}  deliver_at={at}  dedup={msg.deduplication_id}")
         if len(s.planned) > SHOW_LINES:
             click.echo(f"  ... and {len(s.planned) - SHOW_LINES} more")
     else:
@@ -156,6 +165,7 @@ def rollback_command(dry_run: bool, batch_size: int) -> None:
             "set it to false (and restart) for a full rollback",
             err=True,
         )
+    _quiet_http_logs()
     factory = _session_factory(app)
     with factory() as session:
         total = count_outstanding(session)
