@@ -197,6 +197,8 @@ def _echo_rollback(s: RollbackSummary) -> None:
     click.echo(f"failed:              {s.failed}")
     for error in dict.fromkeys(s.errors):
         click.echo(f"error: {error}", err=True)
+    if s.aborted:
+        click.echo("stopped early: QStash failed several chunks in a row; rerun later", err=True)
 
 
 @cli.command("status")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from flask_app.gateway import Message, Published, QStashError
+from flask_app.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.models import Prebooking
 from flask_app.scheduling import PublishPolicy, Skip, is_in_rollout, plan_publish
 
@@ -73,6 +73,7 @@ class Plan:
 
     publish: list[tuple[str, Message]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    generations: dict[str, int] = field(default_factory=dict)  # of the rows to publish
 
 
 @dataclass
@@ -111,6 +112,7 @@ def plan_backfill(
             plan.skipped[planned.value] += 1
         else:
             plan.publish.append((row.id, planned))
+            plan.generations[row.id] = row.qstash_generation
     return plan
 
 
@@ -160,41 +162,63 @@ def apply_plan(
     batches in a row the rest is not attempted (summary.aborted).
     """
     summary = summary if summary is not None else Summary()
+    publisher = _Publisher(gateway, session_factory, summary, plan.generations)
     bar = progress or NoProgress()
     failures_in_row = 0
     for batch in chunks(plan.publish, batch_size):
         if summary.aborted:
             break
-        ok = _publish_batch(batch, gateway, session_factory, summary)
+        ok = publisher.publish(batch)
         failures_in_row = 0 if ok else failures_in_row + 1
         summary.aborted = failures_in_row >= MAX_CONSECUTIVE_FAILURES
         bar.update(len(batch))
     return summary
 
 
-def _publish_batch(
-    batch: Sequence[tuple[str, Message]],
-    gateway: BatchGateway,
-    session_factory: Callable[[], Session],
-    summary: Summary,
-) -> bool:
-    """Publish one batch and store its ids; False if QStash failed it."""
-    try:
-        answers = gateway.batch([msg for _, msg in batch])
-    except QStashError as exc:
+@dataclass
+class _Publisher:
+    """Publishes batches and stores their ids, counting into one Summary."""
+
+    gateway: BatchGateway
+    session_factory: Callable[[], Session]
+    summary: Summary
+    generations: Mapping[str, int]
+
+    def publish(self, batch: Sequence[tuple[str, Message]]) -> bool:
+        """Publish one batch and store its ids; False if QStash failed all of it."""
+        try:
+            answers = self.gateway.batch([msg for _, msg in batch])
+        except QStashRejected as exc:
+            if len(batch) > 1:
+                # QStash checks a whole batch before accepting any: isolate the bad message(s).
+                return any([self.publish([item]) for item in batch])
+            self._fail(batch, exc)
+            return False
+        except QStashError as exc:
+            self._fail(batch, exc)
+            return False
+        self._store(batch, answers)
+        return True
+
+    def _fail(self, batch: Sequence[tuple[str, Message]], exc: QStashError) -> None:
+        """Count the batch as failed and note why on its rows."""
         log.warning("backfill batch of %d failed: %s", len(batch), exc, exc_info=True)
-        summary.failed += len(batch)
-        summary.errors.append(str(exc))
-        _record_error(session_factory, [pid for pid, _ in batch], str(exc))
-        return False
-    ids = [pid for pid, _ in batch]
-    stored = _store_message_ids(session_factory, batch, answers)
-    summary.published += sum(1 for a in answers if not a.deduplicated)
-    summary.deduplicated += sum(1 for a in answers if a.deduplicated)
-    orphans = [a.message_id for pid, a in zip(ids, answers, strict=True) if not stored[pid]]
-    if orphans:
-        _cancel_orphans(gateway, orphans, summary)
-    return True
+        self.summary.failed += len(batch)
+        self.summary.errors.append(str(exc))
+        _record_error(self.session_factory, [pid for pid, _ in batch], str(exc))
+
+    def _store(self, batch: Sequence[tuple[str, Message]], answers: Sequence[Published]) -> None:
+        """Store the ids; cancel the messages of rows that changed meanwhile."""
+        pairs = [
+            (pid, a.message_id, self.generations.get(pid, 0))
+            for (pid, _), a in zip(batch, answers, strict=True)
+        ]
+        stored = _store_message_ids(self.session_factory, pairs)
+        self.summary.published += sum(1 for a in answers if not a.deduplicated)
+        self.summary.deduplicated += sum(1 for a in answers if a.deduplicated)
+        orphans = [mid for pid, mid, _ in pairs if not stored[pid]]
+        if orphans:
+            _cancel_orphans(self.gateway, orphans, self.summary)
 
 
 _STORE = (
@@ -213,32 +237,20 @@ _STORE = (
 
 
 def _store_message_ids(
-    session_factory: Callable[[], Session],
-    batch: Sequence[tuple[str, Message]],
-    answers: Sequence[Published],
+    session_factory: Callable[[], Session], pairs: Sequence[tuple[str, str, int]]
 ) -> dict[str, bool]:
-    """Store each row's message id unless the row changed meanwhile; which rows hold theirs."""
-    params: list[dict[str, Any]] = [
-        {"b_id": pid, "b_message_id": a.message_id, "b_generation": _generation(msg)}
-        for (pid, msg), a in zip(batch, answers, strict=True)
-    ]
+    """Store (prebooking id, message id, generation) unless the row changed; who holds theirs."""
+    params = [{"b_id": p, "b_message_id": m, "b_generation": g} for p, m, g in pairs]
     with session_factory() as session:
         session.connection().execute(_STORE, params)
         session.commit()
         rows = session.execute(
             select(Prebooking.id, Prebooking.qstash_message_id).where(
-                Prebooking.id.in_([pid for pid, _ in batch])
+                Prebooking.id.in_([pid for pid, _, _ in pairs])
             )
         ).all()
-        held = {pid: mid for pid, mid in rows}
-    return {pid: held.get(pid) == a.message_id for (pid, _), a in zip(batch, answers, strict=True)}
-
-
-def _generation(msg: Message) -> int:
-    """The generation encoded in a message's deduplication id (see deduplication_id)."""
-    dedup = msg.deduplication_id or ""
-    _, sep, gen = dedup.rpartition("-g")
-    return int(gen) if sep and gen.isdigit() else 0
+    held = {pid: mid for pid, mid in rows}
+    return {pid: held.get(pid) == mid for pid, mid, _ in pairs}
 
 
 def _cancel_orphans(gateway: BatchGateway, message_ids: list[str], summary: Summary) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from flask_app.gateway import QStashError
 from flask_app.models import Prebooking
-from migration.backfill import PENDING, NoProgress, Progress, chunks
+from migration.backfill import MAX_CONSECUTIVE_FAILURES, PENDING, NoProgress, Progress, chunks
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class RollbackSummary:
     cleared: int = 0  # rows whose id was cleared and generation bumped
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    aborted: bool = False
     dry_run: bool = False
     planned: list[tuple[str, str]] = field(default_factory=list)  # (prebooking id, message id)
 
@@ -107,9 +108,13 @@ def run_rollback(
     dry_run: bool = False,
     progress: Progress | None = None,
 ) -> RollbackSummary:
-    """Cancel and clear every outstanding message, chunk by chunk; a failed chunk is kept."""
+    """Cancel and clear every outstanding message, chunk by chunk; a failed chunk is kept.
+
+    Stops after MAX_CONSECUTIVE_FAILURES failed chunks in a row (summary.aborted).
+    """
     summary = RollbackSummary(dry_run=dry_run)
     bar = progress or NoProgress()
+    failures_in_row = 0
     for page in outstanding_pages(session_factory, chunk_size):
         summary.outstanding += len(page)
         if dry_run:
@@ -117,8 +122,12 @@ def run_rollback(
             bar.update(len(page))
             continue
         for chunk in chunks(page, chunk_size):
-            _rollback_chunk(chunk, gateway, session_factory, summary)
+            ok = _rollback_chunk(chunk, gateway, session_factory, summary)
+            failures_in_row = 0 if ok else failures_in_row + 1
             bar.update(len(chunk))
+        if failures_in_row >= MAX_CONSECUTIVE_FAILURES:
+            summary.aborted = True
+            break
     return summary
 
 
@@ -127,7 +136,7 @@ def _rollback_chunk(
     gateway: CancelGateway,
     session_factory: Callable[[], Session],
     summary: RollbackSummary,
-) -> None:
+) -> bool:
     """Cancel one chunk's messages, then clear its rows; on a QStash error keep the rows."""
     try:
         summary.cancelled += gateway.cancel_many([mid for _, mid in chunk])
@@ -135,5 +144,6 @@ def _rollback_chunk(
         log.warning("rollback chunk of %d failed: %s", len(chunk), exc, exc_info=True)
         summary.failed += len(chunk)
         summary.errors.append(str(exc))
-        return
+        return False
     summary.cleared += _clear(session_factory, chunk)
+    return True

@@ -12,7 +12,7 @@ import pytest
 from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
-from flask_app.gateway import Gateway, Message, Published, QStashUnavailable
+from flask_app.gateway import Gateway, Message, Published, QStashRejected, QStashUnavailable
 from migration import gateway_for as get_gateway
 from migration.backfill import (
     PendingRow,
@@ -259,3 +259,31 @@ def test_prebookings_whose_deliveries_died_in_the_dlq_are_left_to_cron(app, sess
     assert (summary.seen, summary.published) == (1, 1)
     assert rows_by_id(session)[failed_before[0]].qstash_message_id
     assert qstash_server.broker.pending_count() == 1
+
+
+class RefusesOne:
+    """A Gateway whose QStash refuses any batch holding one particular message."""
+
+    def __init__(self, real: Gateway, bad_dedup_id: str) -> None:
+        self.real, self.bad = real, bad_dedup_id
+
+    def batch(self, msgs: Sequence[Message]) -> list[Published]:
+        if any(m.deduplication_id == self.bad for m in msgs):
+            raise QStashRejected("QStash refused the request: status: 400, body: bad header")
+        return self.real.batch(msgs)
+
+    def cancel_many(self, message_ids: Sequence[str]) -> int:
+        return self.real.cancel_many(message_ids)
+
+
+def test_a_refused_batch_is_retried_message_by_message_so_only_the_bad_one_fails(
+    app, session, qstash_server
+):
+    ids = seed(session, 6)
+    summary = backfill(app, gateway=RefusesOne(get_gateway(app), ids[2]), batch_size=6)
+    assert (summary.published, summary.failed, summary.aborted) == (5, 1, False)
+    rows = rows_by_id(session)
+    assert rows[ids[2]].qstash_message_id is None
+    assert "status: 400" in (rows[ids[2]].qstash_error or "")
+    assert all(rows[pid].qstash_message_id for pid in ids if pid != ids[2])
+    assert qstash_server.broker.pending_count() == 5

@@ -118,3 +118,20 @@ def test_a_chunk_qstash_cannot_cancel_keeps_its_ids_for_a_rerun(app, runner, ses
 def test_rollback_warns_when_the_qstash_path_is_still_on(app, runner, session):
     result = runner.invoke(args=["migration", "rollback"])
     assert "QSTASH_ENABLED is still true" in result.output
+
+
+def test_rollback_stops_after_three_chunks_fail_in_a_row(app, runner, session):
+    seed(session, 10)
+    published(runner)
+
+    class Down:
+        calls = 0
+
+        def cancel_many(self, message_ids: Sequence[str]) -> int:
+            Down.calls += 1
+            raise QStashUnavailable("QStash unreachable")
+
+    factory = get_db(app).sessions
+    summary = run_rollback(session_factory=factory, gateway=Down(), chunk_size=2)
+    assert (Down.calls, summary.failed, summary.aborted) == (3, 6, True)
+    assert all(r.qstash_message_id for r in rows_by_id(session).values())
