@@ -1,4 +1,4 @@
-"""Concurrent HTTP delivery: an asyncio loop in its own thread with one shared httpx client."""
+"""Concurrent HTTP delivery: an asyncio loop in its own thread with one shared HTTP client."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import httpx
+from qstash_dev.http1 import Http1Client, TransportError
 
 DEFAULT_TIMEOUT_S = 900.0  # the free plan's maximum response time
 MAX_RESPONSE_BYTES = 1_000_000
@@ -45,7 +45,7 @@ class Sender:
         self._on_outcome = on_outcome
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client = Http1Client()
         self._thread = threading.Thread(target=self._run, name="qstash-dev-sender", daemon=True)
         self._ready = threading.Event()
 
@@ -73,8 +73,6 @@ class Sender:
     def _run(self) -> None:
         """Thread body: own the loop."""
         asyncio.set_event_loop(self._loop)
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
-        self._client = httpx.AsyncClient(limits=limits, trust_env=False, follow_redirects=False)
         self._ready.set()
         self._loop.run_forever()
         self._loop.close()
@@ -93,31 +91,23 @@ class Sender:
 
     async def _request(self, attempt: Attempt) -> Outcome:
         """One HTTP exchange; transport errors become an Outcome with status 0."""
-        assert self._client is not None
         try:
             response = await self._client.request(
-                attempt.method,
-                attempt.url,
-                content=attempt.body,
-                headers=attempt.headers,
-                timeout=httpx.Timeout(attempt.timeout_s, connect=min(attempt.timeout_s, 30.0)),
+                attempt.method, attempt.url, attempt.headers, attempt.body, attempt.timeout_s
             )
-        except httpx.TimeoutException:
-            return Outcome(error="timeout")
-        except httpx.HTTPError as exc:
-            return Outcome(error=f"{type(exc).__name__}: {exc}")
+        except TransportError as exc:
+            return Outcome(error=str(exc))
         headers: dict[str, list[str]] = {}
-        for name, value in response.headers.multi_items():
+        for name, value in response.headers:
             headers.setdefault(_canonical(name), []).append(value)
-        return Outcome(response.status_code, headers, response.content[:MAX_RESPONSE_BYTES])
+        return Outcome(response.status, headers, response.body[:MAX_RESPONSE_BYTES])
 
     async def _shutdown(self) -> None:
         """Cancel tasks and close the client."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+        await self._client.aclose()
 
 
 def _canonical(name: str) -> str:
