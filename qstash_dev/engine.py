@@ -47,6 +47,7 @@ DEDUP_WINDOW_MS = 10 * 60 * 1000
 KEEP_FINISHED_MS = 10 * 60 * 1000
 MAX_EVENTS = 200_000
 MAX_BACKOFF_S = 86400.0
+LEAD_MS = 200  # attempts are prepared (signed, connected) this long before they are due
 RETRY_AFTER_HEADERS = (
     "Retry-After",
     "X-Ratelimit-Reset",
@@ -84,6 +85,7 @@ class Broker:
         self._queues: dict[str, Queue] = {}
         self._groups: dict[str, UrlGroup] = {}
         self._flows: dict[str, FlowState] = {}
+        self._attempts: dict[str, Attempt] = {}
         self._events: deque[JSON] = deque(maxlen=MAX_EVENTS)
         self._seq = 0
         self._timer = Timer(self._on_due)
@@ -208,7 +210,7 @@ class Broker:
         """(Re)arm the message's timer; older timer entries become stale."""
         msg.version += 1
         msg.due_ms = due
-        self._timer.at(due, ("msg", msg.id, msg.version))
+        self._timer.at(due - LEAD_MS, ("msg", msg.id, msg.version))
 
     # ----- timer and outcomes ----------------------------------------------------------------
 
@@ -272,9 +274,12 @@ class Broker:
         headers.update(self._upstash_headers(msg))
         headers["Upstash-Signature"] = signing.sign(self.current_key, spec.url, body)
         timeout = spec.timeout_s or DEFAULT_TIMEOUT_S
-        return Attempt(
+        attempt = Attempt(
             msg.id, msg.version, spec.method, spec.url, headers, body, timeout, spec.flow_key
         )
+        attempt.due_ms = msg.due_ms
+        self._attempts[msg.id] = attempt
+        return attempt
 
     def _upstash_headers(self, msg: Message) -> dict[str, str]:
         """The headers QStash adds to every delivery."""
@@ -294,6 +299,8 @@ class Broker:
         """Sender loop: record the result and start whatever it unblocks."""
         with self._lock:
             attempts = self._release_flow(attempt.flow_key)
+            if self._attempts.get(attempt.message_id) is attempt:
+                del self._attempts[attempt.message_id]
             msg = self._messages.get(attempt.message_id)
             if msg is not None and msg.state not in FINAL_STATES:
                 attempts.extend(self._settle(msg, outcome))
@@ -632,6 +639,9 @@ class Broker:
         """Log the cancellation and finish the message."""
         self._log(msg, "CANCEL_REQUESTED")
         msg.version += 1
+        attempt = self._attempts.get(msg.id)
+        if attempt is not None:
+            attempt.cancelled = True  # prepared ahead of its due time: do not send it
         return self._finish(msg, "CANCELED")
 
     def pending_count(self) -> int:
@@ -675,22 +685,24 @@ class Broker:
         sched.version += 1
         sched.next_ms = cron.next_fire_ms(sched.cron, after_ms)
         if not sched.paused:
-            self._timer.at(sched.next_ms, ("sched", sched.id, sched.version))
+            self._timer.at(sched.next_ms - LEAD_MS, ("sched", sched.id, sched.version))
         self._store.put("schedule", sched.id, sched.to_json())
 
     def _fire_schedule(self, sched: Schedule, scheduled: bool) -> list[Attempt]:
         """Produce the schedule's message(s); when driven by cron, arm the next time."""
         now = now_ms()
+        base = sched.next_ms if scheduled and sched.next_ms else now
         req = PublishRequest(spec=replace(sched.spec, headers=dict(sched.spec.headers)))
+        req.not_before_ms = base + int(sched.spec.delay_s * 1000)
         try:
             result = self._publish_new(sched.destination, req, now)
         except QStashDevError:
             result = []
         items = result if isinstance(result, list) else [result]
-        sched.last_ms = now
+        sched.last_ms = base
         sched.last_states = {item["messageId"]: "IN_PROGRESS" for item in items}
         if scheduled:
-            self._arm_schedule(sched, max(now, sched.next_ms or now))
+            self._arm_schedule(sched, max(now, base))
         else:
             self._store.put("schedule", sched.id, sched.to_json())
         return []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -35,8 +37,23 @@ class Response:
     body: bytes
 
 
+@dataclass
+class Prepared:
+    """A request bound to a connection, ready to be written."""
+
+    key: Key
+    raw: bytes
+    method: str
+    conn: Conn
+    reused: bool
+
+
 class Http1Client:
-    """Sends one request at a time per connection; idle connections are reused per host."""
+    """One request at a time per connection; idle connections are reused per host.
+
+    A request can be prepared (connection acquired) ahead of time and written later with
+    `send`, so that connecting does not delay a delivery that is due at a precise moment.
+    """
 
     def __init__(self) -> None:
         """Create a client with an empty pool."""
@@ -51,32 +68,76 @@ class Http1Client:
         Raises:
             TransportError: connection failure, malformed response or timeout.
         """
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._request(method, url, headers, body)
-        except TimeoutError as exc:
-            raise TransportError("timeout") from exc
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        prepared = await self.prepare(method, url, headers, body, timeout_s)
+        self.send(prepared)
+        return await self.receive(prepared, timeout_s)
 
-    async def _request(
-        self, method: str, url: str, headers: dict[str, str], body: bytes
-    ) -> Response:
-        """Send on a pooled connection (retrying once on a stale one), else a fresh one."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"unsupported URL {url!r}")
-        key = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        raw = _encode(method, target, parts.netloc, headers, body)
-        idle = self._idle[key]
-        while idle:
-            conn = idle.pop()
+    async def prepare(
+        self, method: str, url: str, headers: dict[str, str], body: bytes, timeout_s: float
+    ) -> Prepared:
+        """Encode the request and get a connection for it (pooled or new).
+
+        Raises:
+            TransportError: bad URL, connection failure or timeout.
+        """
+        async with _translated(timeout_s):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"unsupported URL {url!r}")
+            default_port = 443 if parts.scheme == "https" else 80
+            key = (parts.scheme, parts.hostname, parts.port or default_port)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            raw = _encode(method, target, parts.netloc, headers, body)
+            idle = self._idle[key]
+            while idle:
+                conn = idle.pop()
+                if not conn[0].at_eof() and not conn[1].is_closing():
+                    return Prepared(key, raw, method, conn, reused=True)
+                conn[1].close()
+            return Prepared(key, raw, method, await self._connect(key), reused=False)
+
+    def send(self, prepared: Prepared) -> None:
+        """Write the request (non-blocking; flushed while receiving)."""
+        prepared.conn[1].write(prepared.raw)
+
+    def discard(self, prepared: Prepared) -> None:
+        """Give back a prepared connection that was not used."""
+        self._release(prepared, reusable=True)
+
+    async def receive(self, prepared: Prepared, timeout_s: float) -> Response:
+        """Read the response; a stale pooled connection is replaced once.
+
+        Raises:
+            TransportError: connection failure, malformed response or timeout.
+        """
+        async with _translated(timeout_s):
             try:
-                return await self._exchange(key, conn, raw, method)
+                return await self._finish(prepared)
             except (OSError, asyncio.IncompleteReadError):
-                conn[1].close()  # a stale keep-alive connection: try the next one
-        return await self._exchange(key, await self._connect(key), raw, method)
+                if not prepared.reused:
+                    raise
+            prepared.conn, prepared.reused = await self._connect(prepared.key), False
+            self.send(prepared)
+            return await self._finish(prepared)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _finish(self, prepared: Prepared) -> Response:
+        """Flush, read, then pool or close the connection."""
+        try:
+            await prepared.conn[1].drain()
+            response, reusable = await _read_response(prepared.conn[0], prepared.method)
+        except BaseException:
+            prepared.conn[1].close()
+            raise
+        self._release(prepared, reusable)
+        return response
+
+    def _release(self, prepared: Prepared, reusable: bool) -> None:
+        """Pool a reusable connection, close the rest."""
+        if reusable and len(self._idle[prepared.key]) < MAX_IDLE_PER_HOST:
+            self._idle[prepared.key].append(prepared.conn)
+        else:
+            prepared.conn[1].close()
 
     async def _connect(self, key: Key) -> Conn:
         """Open a connection."""
@@ -86,28 +147,24 @@ class Http1Client:
             host, port, ssl=ctx, server_hostname=host if ctx else None, limit=MAX_HEAD_BYTES
         )
 
-    async def _exchange(self, key: Key, conn: Conn, raw: bytes, method: str) -> Response:
-        """Write the request, read the response, pool or close the connection."""
-        reader, writer = conn
-        try:
-            writer.write(raw)
-            await writer.drain()
-            response, reusable = await _read_response(reader, method)
-        except BaseException:
-            writer.close()
-            raise
-        if reusable and len(self._idle[key]) < MAX_IDLE_PER_HOST:
-            self._idle[key].append(conn)
-        else:
-            writer.close()
-        return response
-
     async def aclose(self) -> None:
         """Close idle connections."""
         for conns in self._idle.values():
             for _, writer in conns:
                 writer.close()
         self._idle.clear()
+
+
+@asynccontextmanager
+async def _translated(timeout_s: float) -> AsyncIterator[None]:
+    """Apply a timeout and turn low-level failures into TransportError."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError as exc:
+        raise TransportError("timeout") from exc
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        raise TransportError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _encode(method: str, target: str, netloc: str, headers: dict[str, str], body: bytes) -> bytes:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
-from qstash_dev.http1 import Http1Client, TransportError
+from qstash_dev.http1 import Http1Client, Prepared, TransportError
 
 DEFAULT_TIMEOUT_S = 900.0  # the free plan's maximum response time
 MAX_RESPONSE_BYTES = 1_000_000
+SPIN_S = 0.002  # the last 2 ms before a due time are waited by spinning, not sleeping
 
 
 @dataclass
@@ -25,6 +29,8 @@ class Attempt:
     body: bytes
     timeout_s: float
     flow_key: str | None = None
+    due_ms: int = 0
+    cancelled: bool = False
 
 
 @dataclass
@@ -78,29 +84,55 @@ class Sender:
         self._loop.close()
 
     def _spawn(self, attempts: list[Attempt]) -> None:
-        """Create one task per attempt (runs in the loop)."""
+        """Start one task per group of attempts sharing a due time (runs in the loop)."""
+        groups: dict[int, list[Attempt]] = defaultdict(list)
         for attempt in attempts:
-            task = self._loop.create_task(self._send(attempt))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            groups[attempt.due_ms].append(attempt)
+        for due_ms, group in groups.items():
+            self._track(self._send_group(due_ms, group))
 
-    async def _send(self, attempt: Attempt) -> None:
-        """Make the request and report the outcome."""
-        outcome = await self._request(attempt)
-        self._on_outcome(attempt, outcome)
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a coroutine as a task that is cancelled on shutdown."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _request(self, attempt: Attempt) -> Outcome:
-        """One HTTP exchange; transport errors become an Outcome with status 0."""
+    async def _send_group(self, due_ms: int, group: list[Attempt]) -> None:
+        """Connect ahead, wait for the due time precisely, write every request at once."""
+        prepared = await asyncio.gather(*(self._prepare(a) for a in group))
+        await _until(due_ms)
+        for attempt, ready in zip(group, prepared, strict=True):
+            if isinstance(ready, Outcome):
+                self._on_outcome(attempt, ready)
+            elif attempt.cancelled:
+                self._client.discard(ready)
+                self._on_outcome(attempt, Outcome(error="cancelled"))
+            else:
+                self._client.send(ready)
+                self._track(self._receive(attempt, ready))
+
+    async def _prepare(self, attempt: Attempt) -> Prepared | Outcome:
+        """A connection for the attempt, or the failure as an Outcome."""
         try:
-            response = await self._client.request(
+            return await self._client.prepare(
                 attempt.method, attempt.url, attempt.headers, attempt.body, attempt.timeout_s
             )
         except TransportError as exc:
             return Outcome(error=str(exc))
+
+    async def _receive(self, attempt: Attempt, prepared: Prepared) -> None:
+        """Read the response and report the outcome."""
+        try:
+            response = await self._client.receive(prepared, attempt.timeout_s)
+        except TransportError as exc:
+            self._on_outcome(attempt, Outcome(error=str(exc)))
+            return
         headers: dict[str, list[str]] = {}
         for name, value in response.headers:
             headers.setdefault(_canonical(name), []).append(value)
-        return Outcome(response.status, headers, response.body[:MAX_RESPONSE_BYTES])
+        self._on_outcome(
+            attempt, Outcome(response.status, headers, response.body[:MAX_RESPONSE_BYTES])
+        )
 
     async def _shutdown(self) -> None:
         """Cancel tasks and close the client."""
@@ -108,6 +140,15 @@ class Sender:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
+
+
+async def _until(due_ms: int) -> None:
+    """Return at (never before) the wall-clock time `due_ms`: sleep, then spin the last bit."""
+    remaining = due_ms / 1000 - time.time()
+    if remaining > SPIN_S:
+        await asyncio.sleep(remaining - SPIN_S)
+    while time.time() * 1000 < due_ms:
+        pass
 
 
 def _canonical(name: str) -> str:
