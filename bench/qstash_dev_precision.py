@@ -132,8 +132,8 @@ def report(log: list[tuple[float, str]]) -> None:
             continue
         p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
         print(
-            f"{name}: lateness p50 {statistics.median(values):.2f} ms, p99 {p99:.2f} ms, "
-            f"max {values[-1]:.2f} ms, early {sum(1 for v in values if v < 0)}"
+            f"{name}: lateness min {values[0]:.2f} ms, p50 {statistics.median(values):.2f} ms, "
+            f"p99 {p99:.2f} ms, max {values[-1]:.2f} ms, early {sum(1 for v in values if v < 0)}"
         )
 
 
