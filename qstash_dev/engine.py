@@ -135,6 +135,7 @@ class Broker:
         for record in records:
             msg = Message.from_json(record)
             msg.in_queue = False
+            self._seq = max(self._seq, msg.queue_seq)
             self._messages[msg.id] = msg
             self._arm(msg, msg.due_ms)
 

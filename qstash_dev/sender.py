@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from qstash_dev.http1 import Http1Client, Prepared, TransportError
 
+T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 900.0  # the free plan's maximum response time
 MAX_RESPONSE_BYTES = 1_000_000
 SPIN_S = 0.002  # the last 2 ms before a due time are waited by spinning, not sleeping
@@ -50,7 +52,7 @@ class Sender:
         """Create a stopped sender."""
         self._on_outcome = on_outcome
         self._loop = asyncio.new_event_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._client = Http1Client()
         self._thread = threading.Thread(target=self._run, name="qstash-dev-sender", daemon=True)
         self._ready = threading.Event()
@@ -91,25 +93,42 @@ class Sender:
         for due_ms, group in groups.items():
             self._track(self._send_group(due_ms, group))
 
-    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Run a coroutine as a task that is cancelled on shutdown."""
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _send_group(self, due_ms: int, group: list[Attempt]) -> None:
-        """Connect ahead, wait for the due time precisely, write every request at once."""
-        prepared = await asyncio.gather(*(self._prepare(a) for a in group))
+        """Connect ahead, wait for the due time precisely, write the ready requests at once.
+
+        A destination that is slow to connect is sent to when its connection is ready, so it
+        never holds back the rest of the group.
+        """
+        tasks = [self._track(self._prepare(a)) for a in group]
+        lead_s = due_ms / 1000 - time.time() - SPIN_S
+        await asyncio.wait(tasks, timeout=max(0.0, lead_s))
         await _until(due_ms)
-        for attempt, ready in zip(group, prepared, strict=True):
-            if isinstance(ready, Outcome):
-                self._on_outcome(attempt, ready)
-            elif attempt.cancelled:
-                self._client.discard(ready)
-                self._on_outcome(attempt, Outcome(error="cancelled"))
+        for attempt, task in zip(group, tasks, strict=True):
+            if task.done():
+                self._dispatch(attempt, task)
             else:
-                self._client.send(ready)
-                self._track(self._receive(attempt, ready))
+                task.add_done_callback(functools.partial(self._dispatch, attempt))
+
+    def _dispatch(self, attempt: Attempt, task: asyncio.Task[Prepared | Outcome]) -> None:
+        """Send a prepared request (or report why it cannot be sent)."""
+        if task.cancelled():
+            return
+        ready = task.result()
+        if isinstance(ready, Outcome):
+            self._on_outcome(attempt, ready)
+        elif attempt.cancelled:
+            self._client.discard(ready)
+            self._on_outcome(attempt, Outcome(error="cancelled"))
+        else:
+            self._client.send(ready)
+            self._track(self._receive(attempt, ready))
 
     async def _prepare(self, attempt: Attempt) -> Prepared | Outcome:
         """A connection for the attempt, or the failure as an Outcome."""
