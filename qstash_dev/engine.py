@@ -266,7 +266,7 @@ class Broker:
     def _attempt(self, msg: Message) -> Attempt:
         """Mark the message active and build its signed request."""
         msg.state = "ACTIVE"
-        self._log(msg, "ACTIVE")
+        self._log(msg, "ACTIVE", time=max(now_ms(), msg.due_ms))  # prepared up to LEAD_MS early
         spec = msg.spec
         body = spec.body
         headers = dict(spec.headers)
