@@ -201,6 +201,8 @@ class Broker:
             self._queue(spec.queue_name, now)
             self._seq += 1
             msg.queue_seq = self._seq
+        if spec.flow_key:
+            self._flow_for(spec)  # the key is known (and its limits set) from publish on
         self._messages[msg.id] = msg
         self._save(msg)
         self._log(msg, "CREATED")
