@@ -77,6 +77,7 @@ def test_destination_keeps_query_but_drops_token_and_config():
     )
     assert dest == "https://example.com/x?a=1&b=%20"
     assert config == [("upstash-retries", "2")]
+    assert split_destination("https%3A%2F%2Fexample.com%2Fy", "")[0] == "https://example.com/y"
 
 
 def test_cron_timezone_prefix_shifts_the_next_time():
