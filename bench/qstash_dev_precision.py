@@ -137,6 +137,21 @@ def report(log: list[tuple[float, str]]) -> None:
         )
 
 
+def report_bursts(log: list[tuple[float, str]]) -> None:
+    """Lateness per due second (one burst each) to the fast destination."""
+    bursts: dict[int, list[float]] = {}
+    for t, p in log:
+        if p.startswith("/m") and "due=" in p:
+            due = int(p.split("due=")[1])
+            bursts.setdefault(due, []).append((t - due) * 1000)
+    for n, (due, values) in enumerate(sorted(bursts.items())):
+        values.sort()
+        print(
+            f"  burst {n + 1} ({len(values)} due at the same ms): min {values[0]:.2f} ms, "
+            f"p50 {statistics.median(values):.2f} ms, max {values[-1]:.2f} ms"
+        )
+
+
 def main() -> None:
     """Run the benchmark."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -161,6 +176,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(10)
     report(Arrivals.log)
+    report_bursts(Arrivals.log)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ from qstash_dev.timer import Payload, Timer
 _ALPHABET = string.ascii_letters + string.digits
 DEDUP_WINDOW_MS = 10 * 60 * 1000
 KEEP_FINISHED_MS = 10 * 60 * 1000
-MAX_EVENTS = 200_000
+DEDUP_SWEEP_SIZE = 10_000  # expired dedup keys are swept once there are this many
+MAX_EVENTS = 50_000
 MAX_BACKOFF_S = 86400.0
 LEAD_MS = 200  # attempts are prepared (signed, connected) this long before they are due
 RETRY_AFTER_HEADERS = (
@@ -149,6 +150,7 @@ class Broker:
         """
         with self._lock:
             now = now_ms()
+            self._purge(now)
             key = self._dedup_key(destination, req)
             if key is not None:
                 hit = self._dedup_hit(key, now)
@@ -593,8 +595,9 @@ class Broker:
             msg = self._messages.get(msg_id)
             if msg is not None and msg.state in FINAL_STATES:
                 del self._messages[msg_id]
-        for key in [k for k, (exp, _) in self._dedup.items() if exp < now]:
-            del self._dedup[key]
+        if len(self._dedup) > DEDUP_SWEEP_SIZE:
+            for key in [k for k, (exp, _) in self._dedup.items() if exp < now]:
+                del self._dedup[key]
 
     # ----- messages API ----------------------------------------------------------------------
 
