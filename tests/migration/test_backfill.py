@@ -287,3 +287,10 @@ def test_a_refused_batch_is_retried_message_by_message_so_only_the_bad_one_fails
     assert "status: 400" in (rows[ids[2]].qstash_error or "")
     assert all(rows[pid].qstash_message_id for pid in ids if pid != ids[2])
     assert qstash_server.broker.pending_count() == 5
+
+
+@pytest.mark.parametrize("size", ["0", "1001", "ten"])
+def test_a_batch_size_qstash_cannot_take_is_refused_with_a_clear_message(app, runner, size):
+    result = runner.invoke(args=["migration", "backfill", "--batch-size", size])
+    assert result.exit_code == 2
+    assert "Invalid value for '--batch-size'" in result.output
