@@ -10,7 +10,17 @@ from typing import Any
 
 from flask import Flask
 
-from flask_app import comparison, db, dbschema, errors, execution, parity_cli, sessions
+import migration
+from flask_app import (
+    comparison,
+    db,
+    dbschema,
+    errors,
+    execution,
+    gateway,
+    parity_cli,
+    sessions,
+)
 from flask_app.blueprints import admin, api
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 
@@ -33,9 +43,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     dbschema.init_app(app)
     sessions.init_app(app)
+    gateway.init_app(app)
     execution.init_app(app)
     app.register_blueprint(api.bp)
     comparison.init_app(app)
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)
+    migration.init_app(app)
     return app

@@ -1,0 +1,130 @@
+"""plan_backfill is pure: each row gets the create path's message, or a reason it gets none."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flask_app.scheduling import PublishPolicy, deduplication_id, is_in_rollout, plan_publish
+from migration.backfill import PendingRow, plan_backfill, policy_from_config
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = PublishPolicy(app_base_url="https://app.example.com")
+MIN_NOTICE = timedelta(seconds=60)
+
+
+def row(**overrides: object) -> PendingRow:
+    values: dict[str, object] = {
+        "id": "pb-1",
+        "user_email": "ana@example.com",
+        "available_at": NOW + timedelta(hours=1),
+    }
+    values.update(overrides)
+    return PendingRow(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "percent", "reason"),
+    [
+        ({"available_at": NOW - timedelta(minutes=5)}, 100, "due"),
+        ({"available_at": NOW + timedelta(seconds=30)}, 100, "due"),
+        ({"available_at": NOW + timedelta(days=8)}, 100, "beyond_max_delay"),
+        ({}, 0, "not_in_rollout"),
+        ({"qstash_message_id": "msg_1"}, 100, "already_published"),
+        ({"status": "completed"}, 100, "not_pending"),
+        ({"status": "loaded"}, 100, "not_pending"),
+        ({"status": "cancelled", "qstash_message_id": "msg_1"}, 100, "not_pending"),
+    ],
+)
+def test_rows_without_a_useful_message_are_skipped_with_their_reason(overrides, percent, reason):
+    plan = plan_backfill([row(**overrides)], NOW, POLICY, percent, MIN_NOTICE)
+    assert plan.publish == []
+    assert dict(plan.skipped) == {reason: 1}
+
+
+@pytest.mark.parametrize(
+    "ahead",
+    [timedelta(seconds=60), timedelta(minutes=5), timedelta(days=6, hours=23)],
+)
+def test_a_publishable_row_gets_exactly_the_create_paths_message(ahead):
+    pending = row(available_at=NOW + ahead, qstash_generation=0)
+    plan = plan_backfill([pending], NOW, POLICY, 100, MIN_NOTICE)
+    expected = plan_publish(
+        prebooking_id="pb-1",
+        user_email="ana@example.com",
+        available_at=NOW + ahead,
+        generation=0,
+        now=NOW,
+        policy=POLICY,
+        min_notice=MIN_NOTICE,
+    )
+    assert plan.publish == [("pb-1", expected)]
+    assert not plan.skipped
+
+
+def test_the_message_is_due_lead_seconds_before_the_window_with_the_prebooking_as_dedup_id():
+    available_at = NOW + timedelta(hours=1, milliseconds=700)
+    [(pid, msg)] = plan_backfill([row(available_at=available_at)], NOW, POLICY, 100).publish
+    assert pid == "pb-1"
+    assert msg.not_before == math.floor((available_at - POLICY.lead).timestamp())
+    assert msg.deduplication_id == "pb-1"
+    assert msg.url == "https://app.example.com/api/qstash/prebooking-execute"
+    assert msg.body == {
+        "prebookingId": "pb-1",
+        "userEmail": "ana@example.com",
+        "scheduledAt": available_at.isoformat(),
+    }
+
+
+def test_a_rolled_back_row_gets_a_fresh_dedup_id():
+    [(_, msg)] = plan_backfill([row(qstash_generation=2)], NOW, POLICY, 100).publish
+    assert msg.deduplication_id == deduplication_id("pb-1", 2) == "pb-1-g2"
+
+
+def test_rollout_percent_keeps_the_same_users_as_the_create_path():
+    rows = [row(id=f"pb-{i}", user_email=f"user{i}@example.com") for i in range(200)]
+    plan = plan_backfill(rows, NOW, POLICY, 30, MIN_NOTICE)
+    published = {pid for pid, _ in plan.publish}
+    assert published == {r.id for r in rows if is_in_rollout(r.user_email, 30)}
+    assert plan.skipped["not_in_rollout"] == 200 - len(published)
+    assert 0 < len(published) < 200
+
+
+def test_a_mixed_page_is_counted_by_reason_and_keeps_row_order():
+    rows = [
+        row(id="a"),
+        row(id="b", available_at=NOW),
+        row(id="c", available_at=NOW + timedelta(days=30)),
+        row(id="d", qstash_message_id="msg_d"),
+        row(id="e", available_at=NOW + timedelta(hours=3)),
+    ]
+    plan = plan_backfill(rows, NOW, POLICY, 100, MIN_NOTICE)
+    assert [pid for pid, _ in plan.publish] == ["a", "e"]
+    assert dict(plan.skipped) == {"due": 1, "beyond_max_delay": 1, "already_published": 1}
+
+
+def test_policy_from_config_uses_the_defaults_without_the_knobs():
+    assert policy_from_config({"APP_BASE_URL": "https://x.example"}) == PublishPolicy(
+        app_base_url="https://x.example"
+    )
+
+
+@pytest.mark.parametrize(
+    ("lead", "max_delay", "expected_lead", "expected_max"),
+    [
+        (5, 86400, timedelta(seconds=5), timedelta(days=1)),
+        ("2", "7d", timedelta(seconds=2), timedelta(days=7)),
+        (1.5, "90m", timedelta(seconds=1.5), timedelta(minutes=90)),
+        (timedelta(seconds=4), timedelta(hours=12), timedelta(seconds=4), timedelta(hours=12)),
+    ],
+)
+def test_policy_from_config_reads_lead_and_max_delay(lead, max_delay, expected_lead, expected_max):
+    config = {
+        "APP_BASE_URL": "https://x",
+        "QSTASH_LEAD_SECONDS": lead,
+        "QSTASH_MAX_DELAY": max_delay,
+    }
+    policy = policy_from_config(config)
+    assert (policy.lead, policy.max_delay) == (expected_lead, expected_max)
