@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 
-from flask_app import db, dbschema, errors, execution, sessions
+from flask_app import db, dbschema, errors, execution, sessions, shim
 from flask_app.blueprints import api
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 
@@ -35,4 +35,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     execution.init_app(app)
     app.register_blueprint(api.bp)
+    shim.init_app(app)
     return app
