@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -85,7 +85,7 @@ class Conf(dict[str, Any]):
         _check_setting(key, value)
         super().__setitem__(key, value)
 
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> None:
         """dict.update with the setting checks."""
         for key, value in dict(*args, **kwargs).items():
             self[key] = value
@@ -260,7 +260,8 @@ class Celery:
 
     def signature(self, *args: Any, **kwargs: Any) -> Signature:
         """A signature bound to this app."""
-        return Signature(*args, app=self, **kwargs)
+        kwargs["app"] = self
+        return Signature(*args, **kwargs)
 
     def add_periodic_task(
         self,
@@ -317,7 +318,7 @@ def _resolve_task_cls(task_cls: type[Task[Any, Any]] | str | None) -> type[Task[
 
 def _unregistered(app: Celery, name: str) -> Task[Any, Any]:
     """A stand-in to send a task known only by name (no argument check)."""
-    stub = type(name, (Task,), {"name": name, "typing": False, "_app": app})
+    stub: type[Task[Any, Any]] = type(name, (Task,), {"name": name, "typing": False, "_app": app})
     return stub()
 
 
@@ -419,9 +420,11 @@ def flask_app_for(app: Celery) -> Flask:
 
 @contextmanager
 def app_context_for(app: Celery) -> Iterator[None]:
-    """Enter the bound Flask app's context unless one is active already."""
-    ctx = nullcontext() if has_app_context() else flask_app_for(app).app_context()
-    with ctx:
+    """Enter the bound Flask app's context unless one is active (or none is bound yet)."""
+    if has_app_context() or app.flask_app is None:
+        yield
+        return
+    with app.flask_app.app_context():
         yield
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from flask_app.db import get_db
 from flask_app.models import TaskResult
 from flask_app.shim import serialization, states
+from flask_app.shim.exceptions import EncodeError
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def encode_result(value: Any, state: str) -> str:
         return serialization.dumps(serialization.exception_to_dict(value))
     try:
         return serialization.dumps(value)
-    except serialization.EncodeError:
+    except EncodeError:
         if state in states.READY_STATES:
             raise
         return serialization.dumps(repr(value))

@@ -81,7 +81,8 @@ receiver = TaskReceiver()
 
 def task_url(flask_app: Flask, name: str) -> str:
     """The public URL QStash delivers a task to."""
-    return flask_app.config["APP_BASE_URL"].rstrip("/") + TASKS_PATH + quote(name, safe="")
+    base: str = flask_app.config["APP_BASE_URL"]
+    return base.rstrip("/") + TASKS_PATH + quote(name, safe="")
 
 
 def _aware(value: datetime, app: Celery) -> datetime:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask_app.shim import _state, backend, states
+from flask_app.shim import _state, states
+from flask_app.shim import backend as _backend
 from flask_app.shim.exceptions import TaskRevokedError, TimeoutError, UnsupportedOption
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class AsyncResult:
         self.app = app or _state.get_current_app()
         self.parent = parent
         self.ignored = False
-        self._cache: backend.Meta | None = None
+        self._cache: _backend.Meta | None = None
 
     @property
     def task_id(self) -> str:
@@ -53,10 +54,10 @@ class AsyncResult:
 
         return flask_app_for(self.app)
 
-    def _meta(self) -> backend.Meta | None:
+    def _meta(self) -> _backend.Meta | None:
         if self._cache is not None:
             return self._cache
-        meta = backend.get(self._flask(), self.id)
+        meta: _backend.Meta | None = _backend.get(self._flask(), self.id)
         if meta is not None and meta.state in states.READY_STATES:
             self._cache = meta
         return meta
@@ -181,7 +182,7 @@ class AsyncResult:
     def forget(self) -> None:
         """Delete the stored result."""
         self._cache = None
-        backend.forget(self._flask(), self.id)
+        _backend.forget(self._flask(), self.id)
 
     def revoke(
         self,
@@ -202,7 +203,7 @@ class AsyncResult:
             raise UnsupportedOption("revoke(terminate=True): a running delivery can't be stopped")
         app = self._flask()
         self._cache = None
-        message_id = backend.mark_revoked(app, self.id, TaskRevokedError("revoked"))
+        message_id = _backend.mark_revoked(app, self.id, TaskRevokedError("revoked"))
         if message_id:
             try:
                 get_gateway(app).cancel(message_id)
@@ -277,13 +278,15 @@ class EagerResult(AsyncResult):
         """Always True."""
         return True
 
-    def get(self, timeout: float | None = None, propagate: bool = True, **kwargs: Any) -> Any:
+    def get(  # type: ignore[override]
+        self, timeout: float | None = None, propagate: bool = True, **kwargs: Any
+    ) -> Any:
         """The value; on FAILURE/REVOKED raise the exception if propagate, else return it."""
         if self.ignored:
             return None
         return self.maybe_throw(propagate=propagate, value=self._value)
 
-    wait = get
+    wait = get  # type: ignore[assignment]
 
     def forget(self) -> None:
         """Nothing to forget."""

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from blinker import ANY, Namespace, NamedSignal
+from blinker import ANY, NamedSignal, Namespace
 
 log = logging.getLogger(__name__)
 _order = itertools.count()
@@ -30,7 +30,7 @@ class Signal(NamedSignal):
         self._connected_at: dict[Any, int] = {}
         self._uids: dict[Any, Any] = {}
 
-    def connect(  # type: ignore[override]
+    def connect(
         self,
         receiver: Receiver | None = None,
         sender: Any = None,
@@ -71,9 +71,7 @@ class Signal(NamedSignal):
             self._connected_at.pop(key, None)
         return was
 
-    def send(  # type: ignore[override]
-        self, sender: Any = None, /, **named: Any
-    ) -> list[tuple[Receiver, Any]]:
+    def send(self, sender: Any = None, /, **named: Any) -> list[tuple[Receiver, Any]]:
         """Call every matching receiver in connection order; exceptions are returned."""
         responses: list[tuple[Receiver, Any]] = []
         if self.is_muted:
@@ -97,7 +95,7 @@ class Signal(NamedSignal):
         found.sort(key=lambda pair: pair[0])
         return [r for _, r in found]
 
-    def has_listeners(self, sender: Any = None) -> bool:  # type: ignore[override]
+    def has_listeners(self, sender: Any = None) -> bool:
         """Whether anyone listens (for this sender, or at all)."""
         return super().has_receivers_for(ANY if sender is None else sender)
 
@@ -109,7 +107,7 @@ def _receiver_key(receiver: Any) -> Any:
 
 
 class _Namespace(Namespace):
-    def signal(self, name: str, doc: str | None = None) -> Signal:  # type: ignore[override]
+    def signal(self, name: str, doc: str | None = None) -> Signal:
         if name not in self:
             self[name] = Signal(name, doc)
         found: Signal = self[name]  # type: ignore[assignment]

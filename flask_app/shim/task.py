@@ -291,7 +291,7 @@ def exponential_backoff(factor: int, retries: int, maximum: float, full_jitter: 
     countdown = min(maximum, factor * (2**retries))
     if full_jitter:
         countdown = random.randrange(int(countdown) + 1)
-    return max(0, countdown)
+    return float(max(0, countdown))
 
 
 class Task(Generic[P, R]):
