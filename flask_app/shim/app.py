@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, overload
 from zoneinfo import ZoneInfo
 
 from flask import Flask, has_app_context
@@ -388,7 +388,13 @@ def _check_queue(queue: Any, app: Celery | None) -> None:
 @overload
 def shared_task(fun: Callable[P, R]) -> Task[P, R]: ...
 @overload
-def shared_task(**opts: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def shared_task(
+    *, bind: Literal[True], **opts: Any
+) -> Callable[[Callable[Concatenate[Any, P], R]], Task[P, R]]: ...
+@overload
+def shared_task(
+    *, bind: Literal[False] = ..., **opts: Any
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def shared_task(fun: Any = None, **opts: Any) -> Any:
     """Task decorator bound to the current app (`@shared_task` or `@shared_task(**opts)`)."""
     if fun is not None and callable(fun) and not opts:

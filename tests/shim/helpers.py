@@ -65,8 +65,15 @@ def sign(body: bytes, url: str, key: str = DEV_QSTASH_CURRENT_SIGNING_KEY) -> st
     """An Upstash-Signature JWT as QStash makes it."""
     digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode().rstrip("=")
     now = int(time.time())
-    claims = {"iss": "Upstash", "sub": url, "exp": now + 300, "nbf": now, "iat": now,
-              "jti": f"jwt_{now}", "body": digest}
+    claims = {
+        "iss": "Upstash",
+        "sub": url,
+        "exp": now + 300,
+        "nbf": now,
+        "iat": now,
+        "jti": f"jwt_{now}",
+        "body": digest,
+    }
     return jwt.encode(claims, key, algorithm="HS256")
 
 

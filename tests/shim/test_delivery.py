@@ -81,8 +81,14 @@ def test_delivery_runs_the_task_and_stores_success(app, client, gateway):
 def test_live_signal_order_for_success(app, client, gateway, recorder):
     add.delay(1, 1)
     run_all(client, gateway)
-    assert recorder.names == ["before_task_publish", "after_task_publish", "task_received",
-                              "task_prerun", "task_success", "task_postrun"]
+    assert recorder.names == [
+        "before_task_publish",
+        "after_task_publish",
+        "task_received",
+        "task_prerun",
+        "task_success",
+        "task_postrun",
+    ]
     publish = recorder.events[0]
     assert publish[1] == "live.add" and publish[2]["headers"]["task"] == "live.add"
     assert publish[2]["body"][0] == [1, 1]
@@ -113,8 +119,12 @@ def test_retry_republishes_same_id_and_counts_like_celery(app, client, gateway, 
     # a retry's order: publish of the new message, then task_retry, then task_postrun
     names = recorder.names
     i = names.index("task_retry")
-    assert names[i - 2 : i + 2] == ["before_task_publish", "after_task_publish", "task_retry",
-                                    "task_postrun"]
+    assert names[i - 2 : i + 2] == [
+        "before_task_publish",
+        "after_task_publish",
+        "task_retry",
+        "task_postrun",
+    ]
 
 
 def test_retry_messages_carry_the_countdown(app, client, gateway):
@@ -191,8 +201,9 @@ def test_expires_in_seconds_is_carried_as_an_iso_time(app, gateway):
 def test_unknown_task_names_fire_task_unknown_and_store_not_registered(app, client, recorder):
     raw = json.dumps({"id": "u-1", "task": "no.such", "args": [], "kwargs": {}}).encode()
     url = "http://app.test/api/qstash/tasks/no.such"
-    answer = client.post("/api/qstash/tasks/no.such", data=raw,
-                         headers={"Upstash-Signature": sign(raw, url)})
+    answer = client.post(
+        "/api/qstash/tasks/no.such", data=raw, headers={"Upstash-Signature": sign(raw, url)}
+    )
     assert answer.status_code == 489 and answer.headers["Upstash-NonRetryable-Error"] == "true"
     assert "not registered" in answer.json["error"]
     [unknown] = recorder.of("task_unknown")
@@ -203,8 +214,9 @@ def test_unknown_task_names_fire_task_unknown_and_store_not_registered(app, clie
 def test_malformed_messages_fire_task_rejected(app, client, recorder):
     raw = b'{"id": "r-1", "args": "not a list"}'
     url = "http://app.test/api/qstash/tasks/live.add"
-    answer = client.post("/api/qstash/tasks/live.add", data=raw,
-                         headers={"Upstash-Signature": sign(raw, url)})
+    answer = client.post(
+        "/api/qstash/tasks/live.add", data=raw, headers={"Upstash-Signature": sign(raw, url)}
+    )
     assert answer.status_code == 489 and "malformed" in answer.json["error"]
     assert recorder.names == ["task_rejected"]
 
@@ -214,17 +226,26 @@ def test_forged_or_missing_signatures_get_401_and_run_nothing(app, client, gatew
     [(mid, msg)] = gateway.take()
     raw = json.dumps(msg.body).encode()
     forged = sign(raw, msg.url, key="sig_not_the_key_but_long_enough_for_hs256")
-    assert client.post("/api/qstash/tasks/live.add", data=raw,
-                       headers={"Upstash-Signature": forged}).status_code == 401
+    assert (
+        client.post(
+            "/api/qstash/tasks/live.add", data=raw, headers={"Upstash-Signature": forged}
+        ).status_code
+        == 401
+    )
     assert client.post("/api/qstash/tasks/live.add", data=raw).status_code == 401
     other_body = sign(b"{}", msg.url)
-    assert client.post("/api/qstash/tasks/live.add", data=raw,
-                       headers={"Upstash-Signature": other_body}).status_code == 401
+    assert (
+        client.post(
+            "/api/qstash/tasks/live.add", data=raw, headers={"Upstash-Signature": other_body}
+        ).status_code
+        == 401
+    )
     assert RUNS == []
 
 
-def test_results_are_readable_from_another_app_sharing_the_database(app, app_config, client,
-                                                                    gateway):
+def test_results_are_readable_from_another_app_sharing_the_database(
+    app, app_config, client, gateway
+):
     result = add.delay(20, 22)
     run_all(client, gateway)
     other = create_app(app_config)
@@ -295,8 +316,9 @@ def test_delays_beyond_the_qstash_maximum_are_refused(app, gateway):
 
 
 def test_task_id_headers_and_links_travel_in_the_message(app, client, gateway):
-    result = add.apply_async((1, 2), task_id="mine", headers={"tenant": "t1"},
-                             link=add.s(10), link_error=boom.si())
+    result = add.apply_async(
+        (1, 2), task_id="mine", headers={"tenant": "t1"}, link=add.s(10), link_error=boom.si()
+    )
     [(mid, msg)] = gateway.take()
     assert result.id == "mine" and msg.body["headers"] == {"tenant": "t1"}
     assert msg.body["callbacks"][0]["task"] == "live.add"
@@ -307,8 +329,15 @@ def test_task_id_headers_and_links_travel_in_the_message(app, client, gateway):
 
 
 @pytest.mark.parametrize(
-    "option", [{"priority": 5}, {"soft_time_limit": 3}, {"queue": "other"}, {"chord": object()},
-               {"serializer": "pickle"}, {"bogus": 1}],
+    "option",
+    [
+        {"priority": 5},
+        {"soft_time_limit": 3},
+        {"queue": "other"},
+        {"chord": object()},
+        {"serializer": "pickle"},
+        {"bogus": 1},
+    ],
 )
 def test_apply_async_refuses_options_it_cannot_honour(app, gateway, option):
     with pytest.raises((UnsupportedOption, TypeError)):
@@ -332,5 +361,7 @@ def test_schedule_deliveries_use_the_message_id_as_task_id(app, client):
     url = "http://app.test/api/qstash/tasks/live.add"
     headers = {"Upstash-Signature": sign(raw, url), "Upstash-Message-Id": "msg_sched_1"}
     assert client.post("/api/qstash/tasks/live.add", data=raw, headers=headers).json == {
-        "id": "msg_sched_1", "state": "SUCCESS"}
+        "id": "msg_sched_1",
+        "state": "SUCCESS",
+    }
     assert AsyncResult("msg_sched_1").get() == 4

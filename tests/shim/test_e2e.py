@@ -79,7 +79,9 @@ def test_the_example_module_differs_from_its_celery_original_only_in_imports():
         for line in difflib.unified_diff(original, ported, lineterm="", n=0)
         if line[:1] in "+-" and not line.startswith(("+++", "---"))
     ]
-    assert changed and all(line.startswith(("from celery", "from flask_app.shim")) for line in changed)
+    assert changed and all(
+        line.startswith(("from celery", "from flask_app.shim")) for line in changed
+    )
 
 
 def test_task_imports_registers_the_example_tasks(live, tasks):
@@ -165,8 +167,9 @@ def test_sync_schedules_creates_updates_deletes_idempotently(live, beat, qstash_
     listed = _listed(qstash_server)
     assert listed["shim-add-every-5-minutes"][0] == "*/5 * * * *"
     assert listed["shim-weekday-report"][0] == "0 7 * * mon-fri"
-    assert listed["shim-every-hour"][1].endswith("/api/qstash/tasks/examples.celery_app."
-                                                 "shim_tasks.add_together")
+    assert listed["shim-every-hour"][1].endswith(
+        "/api/qstash/tasks/examples.celery_app.shim_tasks.add_together"
+    )
 
     again = runner.invoke(args=["tasks", "sync-schedules"])
     assert "created=0 updated=0 deleted=0 unchanged=3" in again.output

@@ -19,7 +19,11 @@ def test_crontab_positional_order_is_minute_hour_dow_dom_month():
 def test_from_string_reads_cron_order():
     spec = crontab.from_string("30 6 * 12 1")
     assert (spec.minute, spec.hour, spec.day_of_month, spec.month_of_year, spec.day_of_week) == (
-        "30", "6", "*", "12", "1",
+        "30",
+        "6",
+        "*",
+        "12",
+        "1",
     )
     assert spec.to_cron() == "30 6 * 12 1"
 
@@ -110,8 +114,9 @@ def test_plan_creates_updates_deletes_and_leaves_the_rest():
     existing[1].cron = "0 8 * * *"  # changed
     existing.append(FakeSchedule("shim-gone", "http://app/t/x", "* * * * *", "{}"))
     existing.append(FakeSchedule("not-ours", "http://elsewhere", "* * * * *", "{}"))
-    plan = plan_sync(desired[:1] + desired[1:] + _desired({"new": {"task": "n", "schedule": 60}}),
-                     existing)
+    plan = plan_sync(
+        desired[:1] + desired[1:] + _desired({"new": {"task": "n", "schedule": 60}}), existing
+    )
     assert [s.schedule_id for s in plan.create] == ["shim-new"]
     assert [s.schedule_id for s in plan.update] == ["shim-morning"]
     assert plan.delete == ["shim-gone"] and plan.unchanged == ["shim-sweep_every_5_minutes"]

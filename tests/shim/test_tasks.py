@@ -12,7 +12,6 @@ from flask_app.shim.exceptions import (
     Ignore,
     MaxRetriesExceededError,
     Reject,
-    Retry,
     UnsupportedOption,
 )
 
@@ -31,8 +30,14 @@ def mul(x, y):
 
 @shared_task(bind=True)
 def whoami(self, value=None):
-    return {"id": self.request.id, "retries": self.request.retries, "eager": self.request.is_eager,
-            "direct": self.request.called_directly, "name": self.name, "value": value}
+    return {
+        "id": self.request.id,
+        "retries": self.request.retries,
+        "eager": self.request.is_eager,
+        "direct": self.request.called_directly,
+        "name": self.name,
+        "value": value,
+    }
 
 
 @shared_task(bind=True, max_retries=2, default_retry_delay=5)
@@ -174,8 +179,15 @@ def test_task_cls_replaces_the_base_for_an_app():
 
 @pytest.mark.parametrize(
     "option",
-    [{"soft_time_limit": 5}, {"priority": 3}, {"rate_limit": "10/m"}, {"pydantic": True},
-     {"serializer": "pickle"}, {"queue": "emails"}, {"reject_on_worker_lost": True}],
+    [
+        {"soft_time_limit": 5},
+        {"priority": 3},
+        {"rate_limit": "10/m"},
+        {"pydantic": True},
+        {"serializer": "pickle"},
+        {"queue": "emails"},
+        {"reject_on_worker_lost": True},
+    ],
 )
 def test_options_the_shim_cannot_honour_fail_at_decoration(option):
     with pytest.raises(UnsupportedOption):
@@ -188,8 +200,14 @@ def test_unknown_decorator_options_are_type_errors():
 
 
 def test_direct_call_runs_inline_with_a_direct_request(app):
-    assert whoami(1) == {"id": None, "retries": 0, "eager": False, "direct": True,
-                         "name": whoami.name, "value": 1}
+    assert whoami(1) == {
+        "id": None,
+        "retries": 0,
+        "eager": False,
+        "direct": True,
+        "name": whoami.name,
+        "value": 1,
+    }
 
 
 def test_task_bodies_run_inside_the_flask_app_context(app):
@@ -203,8 +221,14 @@ def test_task_bodies_run_inside_the_flask_app_context(app):
 def test_apply_returns_an_eager_result_with_the_given_id(app):
     result = whoami.apply(kwargs={"value": 3}, task_id="t-1")
     assert isinstance(result, EagerResult) and result.id == "t-1"
-    assert result.get() == {"id": "t-1", "retries": 0, "eager": True, "direct": False,
-                            "name": whoami.name, "value": 3}
+    assert result.get() == {
+        "id": "t-1",
+        "retries": 0,
+        "eager": True,
+        "direct": False,
+        "name": whoami.name,
+        "value": 3,
+    }
     assert result.successful() and result.ready() and result.state == states.SUCCESS
 
 
@@ -244,7 +268,9 @@ def test_retry_without_exc_past_the_limit_raises_max_retries_exceeded(app):
     def noexc(self):
         raise self.retry()
 
-    result = noexc.apply((), )
+    result = noexc.apply(
+        (),
+    )
     assert isinstance(result.result, MaxRetriesExceededError)
 
 
@@ -261,8 +287,15 @@ def test_handlers_run_in_celerys_order(app):
     assert EVENTS == ["before_start", "body", "on_failure", "after_return:FAILURE"]
     EVENTS.clear()
     tracked.apply(("retry",))
-    assert EVENTS == ["before_start", "body", "on_retry",
-                      "before_start", "body", "on_success", "after_return:SUCCESS"]
+    assert EVENTS == [
+        "before_start",
+        "body",
+        "on_retry",
+        "before_start",
+        "body",
+        "on_success",
+        "after_return:SUCCESS",
+    ]
 
 
 def test_always_eager_round_trips_arguments_through_celery_json(app):
@@ -318,8 +351,14 @@ def test_propagating_eager_failure_fires_postrun_with_no_state(app, recorder):
 
 
 def test_autoretry_uses_celerys_backoff(app, recorder):
-    @shared_task(bind=True, name="t.auto", autoretry_for=(ConnectionError,), retry_backoff=True,
-                 retry_jitter=False, max_retries=3)
+    @shared_task(
+        bind=True,
+        name="t.auto",
+        autoretry_for=(ConnectionError,),
+        retry_backoff=True,
+        retry_jitter=False,
+        max_retries=3,
+    )
     def auto(self):
         if self.request.retries < 3:
             raise ConnectionError("down")
