@@ -39,7 +39,7 @@ def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
     flask_app.extensions[_EXT] = celery
     imports = flask_app.config.get("TASK_IMPORTS") or ""
     celery.conf["imports"] = tuple(
-        dict.fromkeys([*_split(imports), *celery.conf.get("imports", ())])
+        dict.fromkeys([*_split(imports), *_split(settings.get("imports"))])
     )
     celery.import_task_modules()
     if "task_callbacks" not in flask_app.blueprints:
