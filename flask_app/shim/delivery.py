@@ -26,6 +26,7 @@ from flask_app.shim.exceptions import (
     DecodeError,
     NotRegistered,
     OperationalError,
+    Reject,
     TaskRevokedError,
     UnsupportedOption,
 )
@@ -372,6 +373,9 @@ def _run(
         return Answer(200, {"id": task_id, "state": meta.state, "stale": True})
     signals.task_received.send(receiver, request=request)
     outcome = trace(task, request, eager=False, throw=False)
+    if isinstance(outcome.retval, Reject) and outcome.retval.requeue:
+        # Celery puts the message back; the nearest over QStash is a non-2xx: it redelivers.
+        return Answer(409, {"error": "task rejected with requeue=True", "id": task_id})
     return Answer(200, {"id": task_id, "state": outcome.state})
 
 

@@ -391,6 +391,18 @@ class Task(Generic[P, R]):
         """apply_async(args, kwargs) with no options."""
         return self.apply_async(args, kwargs)
 
+    def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """delay() once the request's database session commits (now if none is open)."""
+        from sqlalchemy import event
+
+        from flask_app.db import get_session
+
+        session = get_session()
+        if not session.in_transaction():
+            self.delay(*args, **kwargs)
+            return
+        event.listen(session, "after_commit", lambda _s: self.delay(*args, **kwargs), once=True)
+
     def apply_async(
         self,
         args: Sequence[Any] | None = None,

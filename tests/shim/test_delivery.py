@@ -365,3 +365,30 @@ def test_schedule_deliveries_use_the_message_id_as_task_id(app, client):
         "state": "SUCCESS",
     }
     assert AsyncResult("msg_sched_1").get() == 4
+
+
+@shared_task(name="live.requeue")
+def requeue():
+    from flask_app.shim.exceptions import Reject
+
+    raise Reject("later", requeue=True)
+
+
+def test_reject_with_requeue_answers_non_2xx_so_qstash_redelivers(app, client, gateway):
+    requeue.delay()
+    [answer] = run_all(client, gateway)
+    assert answer.status_code == 409 and "requeue" in answer.json["error"]
+
+
+def test_delay_on_commit_waits_for_the_session_to_commit(app, gateway):
+    from sqlalchemy import text
+
+    from flask_app.db import get_session
+
+    with app.test_request_context():
+        session = get_session()
+        session.execute(text("SELECT 1"))
+        add.delay_on_commit(1, 2)
+        assert gateway.published == []
+        session.commit()
+        assert len(gateway.published) == 1
