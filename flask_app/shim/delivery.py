@@ -174,6 +174,7 @@ def publish(
         "shadow": shadow,
         "timelimit": [time_limit, None],
     }
+    _check_size(body, flask_app)
     headers, properties = _protocol_headers(body, args, kwargs)
     queue = options.get("queue") or app.conf.task_default_queue
     message_body = (
@@ -216,6 +217,17 @@ def publish(
     result = AsyncResult(task_id, task_name=task.name, app=app)
     result.ignored = ignore
     return result
+
+
+def _check_size(body: dict[str, Any], flask_app: Flask) -> None:
+    limit = flask_app.config.get("MAX_CONTENT_LENGTH")
+    size = len(json.dumps(body).encode())
+    if limit and size > limit:
+        # The task endpoint would answer 413 to every delivery: refuse at the call instead.
+        raise UnsupportedOption(
+            f"task message of {size} bytes exceeds MAX_CONTENT_LENGTH ({limit}); pass ids, "
+            "not payloads"
+        )
 
 
 def _check_delay(eta: datetime | None, now: datetime, app: Celery) -> None:

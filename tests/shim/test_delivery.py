@@ -392,3 +392,19 @@ def test_delay_on_commit_waits_for_the_session_to_commit(app, gateway):
         assert gateway.published == []
         session.commit()
         assert len(gateway.published) == 1
+
+
+def test_retries_keep_expires_headers_and_links(app, client, gateway):
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    flaky.apply_async((1,), expires=expires, headers={"h": 1}, link=add.s(1))
+    [(mid, msg)] = gateway.take()
+    deliver(client, mid, msg)
+    [(_, again)] = gateway.published
+    assert again.body["expires"] == msg.body["expires"] == expires.isoformat()
+    assert again.body["headers"] == {"h": 1} and again.body["callbacks"] == msg.body["callbacks"]
+
+
+def test_messages_larger_than_the_endpoint_accepts_are_refused_at_the_call(app, gateway):
+    with pytest.raises(UnsupportedOption, match="MAX_CONTENT_LENGTH"):
+        add.delay("x" * 70_000, "y")
+    assert gateway.published == []
