@@ -376,6 +376,7 @@ class Task(Generic[P, R]):
         """Run the body inline (inside the Flask app context) and return its value."""
         from flask_app.shim.app import app_context_for
 
+        self._request_stack()  # creates the thread-local state if a subclass skipped __init__
         if getattr(self._local, "tracing", False):  # the tracer calls a custom __call__
             return self.run(*args, **kwargs)
         request = Context(args=args, kwargs=kwargs, called_directly=True, task=self.name)

@@ -408,3 +408,21 @@ def test_messages_larger_than_the_endpoint_accepts_are_refused_at_the_call(app, 
     with pytest.raises(UnsupportedOption, match="MAX_CONTENT_LENGTH"):
         add.delay("x" * 70_000, "y")
     assert gateway.published == []
+
+
+@shared_task(name="live.stamp")
+def stamp(value, at):
+    return {"value": value, "at": at}
+
+
+def test_link_arguments_go_through_celery_json_too(app, client, gateway):
+    at = datetime(2026, 11, 30, 7, tzinfo=UTC)
+    add.apply_async((1, 2), link=stamp.s(at))
+    [(mid, msg)] = gateway.take()
+    assert msg.body["callbacks"][0]["args"] == [
+        {"__type__": "datetime", "__value__": at.isoformat()}
+    ]
+    deliver(client, mid, msg)
+    [(link_id, linked)] = gateway.take()
+    deliver(client, link_id, linked)
+    assert AsyncResult(linked.body["id"]).get() == {"value": 3, "at": at}
