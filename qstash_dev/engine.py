@@ -48,7 +48,7 @@ KEEP_FINISHED_MS = 10 * 60 * 1000
 DEDUP_SWEEP_SIZE = 10_000  # expired dedup keys are swept once there are this many
 MAX_EVENTS = 50_000
 MAX_BACKOFF_S = 86400.0
-LEAD_MS = 200  # attempts are prepared (signed, connected) this long before they are due
+LEAD_MS = 500  # attempts are prepared (signed, connected) this long before they are due
 RETRY_AFTER_HEADERS = (
     "Retry-After",
     "X-Ratelimit-Reset",
