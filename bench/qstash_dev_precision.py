@@ -175,6 +175,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min)")
     report(Arrivals.log)
     report_bursts(Arrivals.log)
 
