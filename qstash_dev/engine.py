@@ -630,7 +630,7 @@ class Broker:
     def cancel_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
         """Cancel the listed messages, or every pending one matching the filters (all if none)."""
         with self._lock:
-            if ids:
+            if ids is not None:  # an explicit, even empty, id list never means "everything"
                 targets = [self._messages[i] for i in ids if i in self._messages]
             else:
                 targets = [m for m in self._messages.values() if _matches_message(m, filters)]
