@@ -319,7 +319,8 @@ class Broker:
             return self._finish(msg, "DELIVERED", outcome)
         self._log(msg, "ERROR", **self._response_fields(outcome))
         non_retryable = (
-            outcome.status == 489 and _header(outcome, "Upstash-Nonretryable-Error") == "true"
+            outcome.status == 489
+            and (_header(outcome, "Upstash-Nonretryable-Error") or "").lower() == "true"
         )
         if non_retryable or msg.retried >= msg.spec.retries:
             self._callback(msg, outcome, "callback")
