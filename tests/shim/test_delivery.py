@@ -426,3 +426,47 @@ def test_link_arguments_go_through_celery_json_too(app, client, gateway):
     [(link_id, linked)] = gateway.take()
     deliver(client, link_id, linked)
     assert AsyncResult(linked.body["id"]).get() == {"value": 3, "at": at}
+
+
+@shared_task(name="live.ignore_me")
+def ignore_me():
+    from flask_app.shim.exceptions import Ignore
+
+    raise Ignore()
+
+
+def test_live_ignore_stores_nothing_and_fires_postrun_without_success(
+    app, client, gateway, recorder
+):
+    result = ignore_me.delay()
+    [answer] = run_all(client, gateway)
+    assert answer.status_code == 200 and answer.json["state"] == states.IGNORED
+    assert recorder.names == [
+        "before_task_publish",
+        "after_task_publish",
+        "task_received",
+        "task_prerun",
+        "task_postrun",
+    ]
+    assert AsyncResult(result.id).state == states.PENDING
+
+
+def test_live_retry_signal_table(app, client, gateway, recorder):
+    flaky.delay(1)
+    run_all(client, gateway)
+    assert recorder.names == [
+        "before_task_publish",
+        "after_task_publish",
+        "task_received",
+        "task_prerun",
+        "before_task_publish",
+        "after_task_publish",
+        "task_retry",
+        "task_postrun",
+        "task_received",
+        "task_prerun",
+        "task_success",
+        "task_postrun",
+    ]
+    [retry] = recorder.of("task_retry")
+    assert isinstance(retry["reason"].exc, ConnectionError) and retry["request"].retries == 0
