@@ -144,7 +144,7 @@ def report_bursts(log: list[tuple[float, str]]) -> None:
         if p.startswith("/m") and "due=" in p:
             due = int(p.split("due=")[1])
             bursts.setdefault(due, []).append((t - due) * 1000)
-    for n, (due, values) in enumerate(sorted(bursts.items())):
+    for n, (_due, values) in enumerate(sorted(bursts.items())):
         values.sort()
         print(
             f"  burst {n + 1} ({len(values)} due at the same ms): min {values[0]:.2f} ms, "
@@ -175,6 +175,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min)")
     report(Arrivals.log)
     report_bursts(Arrivals.log)
 

@@ -20,6 +20,7 @@ from flask_app import (
     gateway,
     parity_cli,
     sessions,
+    shim,
 )
 from flask_app.blueprints import admin, api
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
@@ -50,4 +51,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)
     migration.init_app(app)
+    shim.init_app(app)
     return app

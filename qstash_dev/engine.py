@@ -48,7 +48,7 @@ KEEP_FINISHED_MS = 10 * 60 * 1000
 DEDUP_SWEEP_SIZE = 10_000  # expired dedup keys are swept once there are this many
 MAX_EVENTS = 50_000
 MAX_BACKOFF_S = 86400.0
-LEAD_MS = 200  # attempts are prepared (signed, connected) this long before they are due
+LEAD_MS = 500  # attempts are prepared (signed, connected) this long before they are due
 RETRY_AFTER_HEADERS = (
     "Retry-After",
     "X-Ratelimit-Reset",
@@ -319,7 +319,8 @@ class Broker:
             return self._finish(msg, "DELIVERED", outcome)
         self._log(msg, "ERROR", **self._response_fields(outcome))
         non_retryable = (
-            outcome.status == 489 and _header(outcome, "Upstash-Nonretryable-Error") == "true"
+            outcome.status == 489
+            and (_header(outcome, "Upstash-Nonretryable-Error") or "").lower() == "true"
         )
         if non_retryable or msg.retried >= msg.spec.retries:
             self._callback(msg, outcome, "callback")
@@ -630,7 +631,7 @@ class Broker:
     def cancel_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
         """Cancel the listed messages, or every pending one matching the filters (all if none)."""
         with self._lock:
-            if ids:
+            if ids is not None:  # an explicit, even empty, id list never means "everything"
                 targets = [self._messages[i] for i in ids if i in self._messages]
             else:
                 targets = [m for m in self._messages.values() if _matches_message(m, filters)]

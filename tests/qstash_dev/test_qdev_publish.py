@@ -132,6 +132,7 @@ def test_cancel_one_many_and_all(client, receiver):
     with pytest.raises(QStashError):
         client.message.get(ids[0].message_id)
     assert client.message.cancel_many([ids[1].message_id, ids[2].message_id]) == 2
+    assert client.message.cancel_many([]) == 0
     assert client.message.cancel_all() == 2
     with pytest.raises(QStashError):
         client.message.cancel(ids[4].message_id)

@@ -1,0 +1,65 @@
+"""`flask tasks ...`: sync the beat schedule to QStash schedules."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from flask_app.gateway import QStashError, get_gateway
+from flask_app.shim import beat, delivery
+from flask_app.shim.exceptions import UnsupportedOption
+from flask_app.shim.flask import get_celery
+
+tasks_cli = AppGroup("tasks", help="Tasks of the Celery-compatible shim.")
+
+
+@tasks_cli.command("sync-schedules")
+@click.option("--dry-run", is_flag=True, help="Show the plan without changing QStash.")
+def sync_schedules(dry_run: bool) -> None:
+    """Create, update and delete QStash schedules to match beat_schedule (idempotent)."""
+    celery = get_celery(current_app)
+    try:
+        desired = beat.desired_schedules(
+            celery.conf.beat_schedule,
+            url_for_task=lambda name: delivery.task_url(current_app, name),
+            timezone=celery.conf.get("timezone"),
+            default_queue=celery.conf.task_default_queue,
+        )
+        gateway = get_gateway()
+        plan = beat.plan_sync(desired, gateway.schedules())
+        _report(plan)
+        if not dry_run:
+            _apply(plan)
+    except (UnsupportedOption, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except QStashError as exc:
+        raise click.ClickException(f"QStash: {exc}") from exc
+
+
+def _report(plan: beat.SyncPlan) -> None:
+    for label, ids in (
+        ("create", [s.schedule_id for s in plan.create]),
+        ("update", [s.schedule_id for s in plan.update]),
+        ("delete", plan.delete),
+        ("unchanged", plan.unchanged),
+    ):
+        for sid in ids:
+            click.echo(f"{label} {sid}")
+    click.echo(
+        f"created={len(plan.create)} updated={len(plan.update)} "
+        f"deleted={len(plan.delete)} unchanged={len(plan.unchanged)}"
+    )
+
+
+def _apply(plan: beat.SyncPlan) -> None:
+    gateway = get_gateway()
+    for want in plan.create + plan.update:
+        gateway.upsert_schedule(
+            schedule_id=want.schedule_id,
+            destination=want.destination,
+            cron=want.cron,
+            body=want.body,
+        )
+    for sid in plan.delete:
+        gateway.delete_schedule(sid)

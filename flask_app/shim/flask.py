@@ -1,0 +1,61 @@
+"""Binding a shim app to a Flask app: settings, task modules, the task endpoint, the CLI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask
+
+if TYPE_CHECKING:
+    from flask_app.shim.app import Celery
+
+_EXT = "celery"
+# Flask config keys (upper-case, as env/test_config give them) -> Celery settings.
+_FLASK_KEYS = {
+    "TASK_ALWAYS_EAGER": "task_always_eager",
+    "TASK_EAGER_PROPAGATES": "task_eager_propagates",
+    "TASK_STORE_EAGER_RESULT": "task_store_eager_result",
+    "QSTASH_MAX_DELAY_S": "qstash_max_delay_s",
+}
+
+
+def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
+    """Bind the (current) shim app to flask_app and import TASK_IMPORTS; returns the shim app."""
+    from flask_app import gateway
+    from flask_app.blueprints import task_callbacks
+    from flask_app.shim import _state
+    from flask_app.shim.app import DEFAULTS
+    from flask_app.shim.cli import tasks_cli
+
+    celery = celery or _state.get_current_app()
+    settings: dict[str, Any] = dict(flask_app.config.get("CELERY") or {})
+    for key, setting in _FLASK_KEYS.items():
+        # The Flask config is the source of truth once bound (tests create many apps).
+        settings[setting] = flask_app.config.get(key, settings.get(setting, DEFAULTS[setting]))
+    celery.conf.update(settings)
+    celery.flask_app = flask_app
+    if "qstash" not in flask_app.extensions:
+        gateway.init_app(flask_app)
+    flask_app.extensions[_EXT] = celery
+    imports = flask_app.config.get("TASK_IMPORTS") or ""
+    celery.conf["imports"] = tuple(
+        dict.fromkeys([*_split(imports), *_split(settings.get("imports"))])
+    )
+    celery.import_task_modules()
+    if "task_callbacks" not in flask_app.blueprints:
+        flask_app.register_blueprint(task_callbacks.bp)
+    if "tasks" not in flask_app.cli.commands:
+        flask_app.cli.add_command(tasks_cli)
+    return celery
+
+
+def _split(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value or ()]
+
+
+def get_celery(flask_app: Flask) -> Celery:
+    """The shim app bound to flask_app."""
+    celery: Celery = flask_app.extensions[_EXT]
+    return celery

@@ -1,0 +1,1 @@
+"""Helpers mirroring `celery.utils` (only what task modules import)."""
