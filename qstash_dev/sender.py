@@ -17,7 +17,7 @@ from qstash_dev.http1 import Http1Client, Prepared, TransportError
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 900.0  # the free plan's maximum response time
 MAX_RESPONSE_BYTES = 1_000_000
-SPIN_S = 0.0015  # the last 1.5 ms before a due time are waited by yielding, not sleeping
+SPIN_S = 0.002  # the last 2 ms before a due time are waited by yielding, not sleeping
 
 
 @dataclass
