@@ -10,8 +10,8 @@ from typing import Any
 
 from flask import Flask
 
-from flask_app import db, dbschema, errors, execution, sessions
-from flask_app.blueprints import api
+from flask_app import db, dbschema, delivery, errors, execution, gateway, qstash_cli, sessions
+from flask_app.blueprints import api, callbacks
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,5 +34,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     dbschema.init_app(app)
     sessions.init_app(app)
     execution.init_app(app)
+    gateway.init_app(app)
+    delivery.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(callbacks.bp)
+    qstash_cli.init_app(app)
     return app
