@@ -66,7 +66,9 @@ def private_database() -> Iterator[str]:
 
 
 @contextmanager
-def process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], env: dict[str, str], ready_url: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """A subprocess that is up once `ready_url` answers; terminated on exit."""
     log = open(ROOT / "bench" / f".{Path(args[2] if args[1] == '-m' else args[0]).name}.log", "wb")
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -98,7 +100,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def inversions(order: list[int]) -> int:
     """Pairs fired out of creation order."""
-    return sum(1 for i in range(len(order)) for j in range(i + 1, len(order)) if order[i] > order[j])
+    return sum(
+        1 for i in range(len(order)) for j in range(i + 1, len(order)) if order[i] > order[j]
+    )
 
 
 def run_size(

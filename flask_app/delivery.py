@@ -39,6 +39,8 @@ DLQ_MARK = "dlq: "
 CRON_REACH = timedelta(minutes=5)
 #: Prebookings published per QStash batch request by the relay.
 RELAY_BATCH = 100
+#: Outcomes are recorded this long after the last of a burst of twins fired (see FireSlot).
+SETTLE_MARGIN = timedelta(milliseconds=20)
 #: QStash's status for "do not retry" (with the Upstash-NonRetryable-Error header).
 NON_RETRYABLE = 489
 
@@ -240,24 +242,32 @@ def init_app(app: Flask) -> None:
 # --- deliveries -----------------------------------------------------------------------------
 
 
-def fire_at(session: Session, row: Prebooking, stagger: timedelta) -> datetime:
-    """The row's fire instant: its opening plus one stagger per earlier-created twin (FIFO).
+@dataclass(frozen=True)
+class FireSlot:
+    """Where a prebooking fires among the prebookings opening at the same instant (twins)."""
+
+    fire_at: datetime  # its opening plus one stagger per earlier-created twin (FIFO)
+    settle_at: datetime  # after the last twin fired: record the outcome from then on
+
+
+def fire_slot(session: Session, row: Prebooking, stagger: timedelta) -> FireSlot:
+    """Rank the row among its twins by (created_at, id), with two indexed counts.
 
     Every status counts, so the rank of a prebooking never changes while its twins fire.
     """
+    twins = (
+        # Naming every status lets the (status, available_at) index serve the count.
+        Prebooking.status.in_(list(PrebookingStatus)),
+        Prebooking.available_at == row.available_at,
+    )
     earlier = or_(
         Prebooking.created_at < row.created_at,
         and_(Prebooking.created_at == row.created_at, Prebooking.id < row.id),
     )
-    rank_query = select(func.count()).where(
-        Prebooking.status.in_(
-            list(PrebookingStatus)
-        ),  # lets the (status, available_at) index serve
-        Prebooking.available_at == row.available_at,
-        earlier,
-    )
-    rank = session.execute(rank_query).scalar_one()
-    return row.available_at + stagger * rank
+    rank = session.execute(select(func.count()).where(*twins, earlier)).scalar_one()
+    total = session.execute(select(func.count()).where(*twins)).scalar_one()
+    last_fire = row.available_at + stagger * max(0, total - 1)
+    return FireSlot(row.available_at + stagger * rank, last_fire + SETTLE_MARGIN)
 
 
 def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) -> Reply:
@@ -290,7 +300,7 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
             200, {"prebookingId": body.prebooking_id, "ignored": "QSTASH_ENABLED is false"}
         )
     try:
-        when = _prepare(body.prebooking_id, config)
+        when, settle = _prepare(body.prebooking_id, config)
         attempt = executor.attempt(
             body.prebooking_id,
             path="qstash",
@@ -298,6 +308,7 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
             fire_at=when,
             message_id=message_id,
             retried=retried,
+            settle_at=settle,
         )
     except SQLAlchemyError as exc:  # nothing was booked without the database: QStash retries
         log.warning("delivery %s: database trouble: %s", message_id, type(exc).__name__)
@@ -305,19 +316,21 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
     return reply_for(attempt)
 
 
-def _prepare(prebooking_id: str, config: Mapping[str, Any]) -> datetime | None:
-    """The fire instant, and a warm pooled connection to the box while the delivery waits."""
+def _prepare(
+    prebooking_id: str, config: Mapping[str, Any]
+) -> tuple[datetime | None, datetime | None]:
+    """The fire and settle instants, and a warm pooled connection to the box meanwhile."""
     with get_db().session() as session:
         row = session.get(Prebooking, prebooking_id)
         if row is None or row.status != PrebookingStatus.PENDING:
-            return None
+            return None, None
         stagger = timedelta(milliseconds=float(config["QSTASH_FIRE_STAGGER_MS"]))
-        when = fire_at(session, row, stagger)
+        slot = fire_slot(session, row, stagger)
         box = str(row.booking_data.get("box", ""))
     warm_up = getattr(get_executor().client, "warm_up", None)
     if warm_up is not None and box:
         warm_up(box)  # the booking request then pays no TCP/TLS handshake at fire time
-    return when
+    return slot.fire_at, slot.settle_at
 
 
 def reply_for(attempt: Attempt) -> Reply:
