@@ -140,7 +140,18 @@ def run_size(
     late = [(a["at_ns"] - opens_ns) / 1e6 for a in arrivals]
     vs_fire = [(a["at_ns"] - opens_ns) / 1e6 - rank[a["user"]] * stagger_ms for a in arrivals]
     order = [rank[a["user"]] for a in sorted(arrivals, key=lambda a: a["at_ns"])]
-    statuses = [api.get(f"/api/prebookings/{c['id']}").json()["status"] for c in created]
+    rows = final_rows(api, created)
+    statuses = [row["status"] for row in rows]
+    # Split the lateness: the app's wake-up (sent_at, taken just before the request is written)
+    # against the fire instant, and the transit from there to the stub's arrival stamp.
+    sent_ns = {
+        f"cookie-{row['user_email']}": datetime.fromisoformat(row["result"]["sent_at"]).timestamp()
+        * 1e9
+        for row in rows
+        if row.get("result") and row["result"].get("sent_at")
+    }
+    wake = [(sent_ns[u] - opens_ns) / 1e6 - rank[u] * stagger_ms for u in sent_ns]
+    transit = [(a["at_ns"] - sent_ns[a["user"]]) / 1e6 for a in arrivals if a["user"] in sent_ns]
     return {
         "n": n,
         "published": published,
@@ -148,10 +159,24 @@ def run_size(
         "completed": statuses.count("completed"),
         "vs_available_at_ms": summary(late),
         "vs_fire_at_ms": summary(vs_fire),
+        "app_wake_vs_fire_at_ms": summary(wake),
+        "transit_to_stub_ms": summary(transit),
+        "stub_connections": sandbox.connections(),
         "early_vs_available_at": sum(1 for v in late if v < 0),
         "early_vs_fire_at": sum(1 for v in vs_fire if v < 0),
         "fifo_inversions": inversions(order),
     }
+
+
+def final_rows(api: httpx.Client, created: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every prebooking once none is pending or loaded any more (or after 15 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        rows = [api.get(f"/api/prebookings/{c['id']}").json() for c in created]
+        settled = all(row["status"] not in ("pending", "loaded") for row in rows)
+        if settled or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
 
 
 def summary(values: list[float]) -> dict[str, float]:
