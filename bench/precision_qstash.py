@@ -129,7 +129,10 @@ def run_size(
     if datetime.now(UTC) > opens - timedelta(seconds=5):
         raise RuntimeError("creating took too long; raise --lead-in")
     published = sum(1 for c in created if c["qstash_message_id"])
-    deadline = time.monotonic() + (opens - datetime.now(UTC)).total_seconds() + 30
+    # Stay off the stub until the burst is over: reading its arrivals takes its state lock.
+    burst_s = (opens - datetime.now(UTC)).total_seconds() + n * stagger_ms / 1000 + 1
+    time.sleep(max(0.0, burst_s))
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         arrivals = [a for a in sandbox.arrivals() if a["class_id"] == class_id]
         if len(arrivals) >= n:
@@ -154,6 +157,7 @@ def run_size(
     transit = [(a["at_ns"] - sent_ns[a["user"]]) / 1e6 for a in arrivals if a["user"] in sent_ns]
     return {
         "n": n,
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
         "published": published,
         "arrived": len(arrivals),
         "completed": statuses.count("completed"),
@@ -235,6 +239,7 @@ def main() -> int:
                 for n in args.sizes.split(",")
             ]
     settings = {k: v for k, v in vars(args).items() if k != "sizes"}
+    settings["cpus"] = os.cpu_count()
     print(json.dumps({"settings": settings, "results": results}, indent=2))
     return 0
 
