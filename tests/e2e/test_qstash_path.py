@@ -153,3 +153,23 @@ class TestDeadLetters:
         assert sdk(qstash_server).dlq.list().messages == []
         row = client.get(f"/api/prebookings/{created['id']}", headers=AUTH).json
         assert (row["status"], row["qstash_message_id"]) == ("pending", None)
+
+
+class TestKeyRotation:
+    @pytest.fixture
+    def qstash_keys(self):
+        # QStash rotated: it signs with what the app still knows as its *next* key.
+        from flask_app.config import DEV_QSTASH_NEXT_SIGNING_KEY
+
+        return {
+            "current_signing_key": DEV_QSTASH_NEXT_SIGNING_KEY,
+            "next_signing_key": "sig_" + "c" * 28,
+        }
+
+    def test_deliveries_signed_with_the_next_key_still_execute(self, live_app, sandbox):
+        client = live_app.test_client()
+        store_cookies(client)
+        created = create(client, datetime.now(UTC) + timedelta(seconds=1.2))
+        row = wait_for_status(client, created["id"], {"completed", "failed"})
+        assert (row["status"], row["executed_by"]) == ("completed", "qstash")
+        assert len(sandbox.bookings()) == 1
