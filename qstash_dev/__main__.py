@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 
 from qstash_dev.server import from_environment
 
@@ -34,15 +36,25 @@ def main(argv: list[str] | None = None) -> int:
         retry_delay_scale=args.retry_delay_scale,
         quiet=args.quiet,
     )
+    signal.signal(signal.SIGTERM, _interrupt)
+    server.start()  # loads persisted state first, so the printed keys are the ones in force
     where = args.data_dir or "memory only"
     print(f"qstash_dev listening on {server.url} (state: {where}). Environment:", flush=True)
     for line in server.env_lines():
         print(line, flush=True)
     try:
-        server.serve_forever()
+        while True:
+            time.sleep(3600)
     except KeyboardInterrupt:
         pass
+    finally:
+        server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Treat SIGTERM like Ctrl-C."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

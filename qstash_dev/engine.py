@@ -45,8 +45,10 @@ from qstash_dev.timer import Payload, Timer
 _ALPHABET = string.ascii_letters + string.digits
 DEDUP_WINDOW_MS = 10 * 60 * 1000
 KEEP_FINISHED_MS = 10 * 60 * 1000
-MAX_EVENTS = 200_000
+DEDUP_SWEEP_SIZE = 10_000  # expired dedup keys are swept once there are this many
+MAX_EVENTS = 50_000
 MAX_BACKOFF_S = 86400.0
+LEAD_MS = 500  # attempts are prepared (signed, connected) this long before they are due
 RETRY_AFTER_HEADERS = (
     "Retry-After",
     "X-Ratelimit-Reset",
@@ -84,6 +86,7 @@ class Broker:
         self._queues: dict[str, Queue] = {}
         self._groups: dict[str, UrlGroup] = {}
         self._flows: dict[str, FlowState] = {}
+        self._attempts: dict[str, Attempt] = {}
         self._events: deque[JSON] = deque(maxlen=MAX_EVENTS)
         self._seq = 0
         self._timer = Timer(self._on_due)
@@ -133,6 +136,7 @@ class Broker:
         for record in records:
             msg = Message.from_json(record)
             msg.in_queue = False
+            self._seq = max(self._seq, msg.queue_seq)
             self._messages[msg.id] = msg
             self._arm(msg, msg.due_ms)
 
@@ -146,6 +150,7 @@ class Broker:
         """
         with self._lock:
             now = now_ms()
+            self._purge(now)
             key = self._dedup_key(destination, req)
             if key is not None:
                 hit = self._dedup_hit(key, now)
@@ -198,6 +203,8 @@ class Broker:
             self._queue(spec.queue_name, now)
             self._seq += 1
             msg.queue_seq = self._seq
+        if spec.flow_key:
+            self._flow_for(spec)  # the key is known (and its limits set) from publish on
         self._messages[msg.id] = msg
         self._save(msg)
         self._log(msg, "CREATED")
@@ -208,7 +215,7 @@ class Broker:
         """(Re)arm the message's timer; older timer entries become stale."""
         msg.version += 1
         msg.due_ms = due
-        self._timer.at(due, ("msg", msg.id, msg.version))
+        self._timer.at(due - LEAD_MS, ("msg", msg.id, msg.version))
 
     # ----- timer and outcomes ----------------------------------------------------------------
 
@@ -263,7 +270,7 @@ class Broker:
     def _attempt(self, msg: Message) -> Attempt:
         """Mark the message active and build its signed request."""
         msg.state = "ACTIVE"
-        self._log(msg, "ACTIVE")
+        self._log(msg, "ACTIVE", time=max(now_ms(), msg.due_ms))  # prepared up to LEAD_MS early
         spec = msg.spec
         body = spec.body
         headers = dict(spec.headers)
@@ -272,9 +279,12 @@ class Broker:
         headers.update(self._upstash_headers(msg))
         headers["Upstash-Signature"] = signing.sign(self.current_key, spec.url, body)
         timeout = spec.timeout_s or DEFAULT_TIMEOUT_S
-        return Attempt(
+        attempt = Attempt(
             msg.id, msg.version, spec.method, spec.url, headers, body, timeout, spec.flow_key
         )
+        attempt.due_ms = msg.due_ms
+        self._attempts[msg.id] = attempt
+        return attempt
 
     def _upstash_headers(self, msg: Message) -> dict[str, str]:
         """The headers QStash adds to every delivery."""
@@ -294,6 +304,8 @@ class Broker:
         """Sender loop: record the result and start whatever it unblocks."""
         with self._lock:
             attempts = self._release_flow(attempt.flow_key)
+            if self._attempts.get(attempt.message_id) is attempt:
+                del self._attempts[attempt.message_id]
             msg = self._messages.get(attempt.message_id)
             if msg is not None and msg.state not in FINAL_STATES:
                 attempts.extend(self._settle(msg, outcome))
@@ -307,7 +319,8 @@ class Broker:
             return self._finish(msg, "DELIVERED", outcome)
         self._log(msg, "ERROR", **self._response_fields(outcome))
         non_retryable = (
-            outcome.status == 489 and _header(outcome, "Upstash-Nonretryable-Error") == "true"
+            outcome.status == 489
+            and (_header(outcome, "Upstash-Nonretryable-Error") or "").lower() == "true"
         )
         if non_retryable or msg.retried >= msg.spec.retries:
             self._callback(msg, outcome, "callback")
@@ -583,8 +596,9 @@ class Broker:
             msg = self._messages.get(msg_id)
             if msg is not None and msg.state in FINAL_STATES:
                 del self._messages[msg_id]
-        for key in [k for k, (exp, _) in self._dedup.items() if exp < now]:
-            del self._dedup[key]
+        if len(self._dedup) > DEDUP_SWEEP_SIZE:
+            for key in [k for k, (exp, _) in self._dedup.items() if exp < now]:
+                del self._dedup[key]
 
     # ----- messages API ----------------------------------------------------------------------
 
@@ -617,7 +631,7 @@ class Broker:
     def cancel_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
         """Cancel the listed messages, or every pending one matching the filters (all if none)."""
         with self._lock:
-            if ids:
+            if ids is not None:  # an explicit, even empty, id list never means "everything"
                 targets = [self._messages[i] for i in ids if i in self._messages]
             else:
                 targets = [m for m in self._messages.values() if _matches_message(m, filters)]
@@ -632,6 +646,9 @@ class Broker:
         """Log the cancellation and finish the message."""
         self._log(msg, "CANCEL_REQUESTED")
         msg.version += 1
+        attempt = self._attempts.get(msg.id)
+        if attempt is not None:
+            attempt.cancelled = True  # prepared ahead of its due time: do not send it
         return self._finish(msg, "CANCELED")
 
     def pending_count(self) -> int:
@@ -675,22 +692,24 @@ class Broker:
         sched.version += 1
         sched.next_ms = cron.next_fire_ms(sched.cron, after_ms)
         if not sched.paused:
-            self._timer.at(sched.next_ms, ("sched", sched.id, sched.version))
+            self._timer.at(sched.next_ms - LEAD_MS, ("sched", sched.id, sched.version))
         self._store.put("schedule", sched.id, sched.to_json())
 
     def _fire_schedule(self, sched: Schedule, scheduled: bool) -> list[Attempt]:
         """Produce the schedule's message(s); when driven by cron, arm the next time."""
         now = now_ms()
+        base = sched.next_ms if scheduled and sched.next_ms else now
         req = PublishRequest(spec=replace(sched.spec, headers=dict(sched.spec.headers)))
+        req.not_before_ms = base + int(sched.spec.delay_s * 1000)
         try:
             result = self._publish_new(sched.destination, req, now)
         except QStashDevError:
             result = []
         items = result if isinstance(result, list) else [result]
-        sched.last_ms = now
+        sched.last_ms = base
         sched.last_states = {item["messageId"]: "IN_PROGRESS" for item in items}
         if scheduled:
-            self._arm_schedule(sched, max(now, sched.next_ms or now))
+            self._arm_schedule(sched, max(now, base))
         else:
             self._store.put("schedule", sched.id, sched.to_json())
         return []

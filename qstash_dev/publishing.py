@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from qstash_dev import expr
 from qstash_dev.errors import BadRequest
@@ -45,6 +45,8 @@ def split_destination(tail: str, raw_query: str) -> tuple[str, list[tuple[str, s
 
     `qstash_token` is dropped; every other query item stays in the destination verbatim.
     """
+    if tail.lower().startswith(("http%3a", "https%3a")):
+        tail = unquote(tail)  # a client that percent-encoded the whole destination
     if tail.startswith(("http:/", "https:/")) and not tail.startswith(("http://", "https://")):
         scheme, _, rest = tail.partition(":/")
         tail = f"{scheme}://{rest}"

@@ -1,16 +1,22 @@
-"""Concurrent HTTP delivery: an asyncio loop in its own thread with one shared httpx client."""
+"""Concurrent HTTP delivery: an asyncio loop in its own thread with one shared HTTP client."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
-from collections.abc import Callable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-import httpx
+from qstash_dev.http1 import Http1Client, Prepared, TransportError
 
+T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 900.0  # the free plan's maximum response time
 MAX_RESPONSE_BYTES = 1_000_000
+SPIN_S = 0.0015  # the last 1.5 ms before a due time are waited by yielding, not sleeping
 
 
 @dataclass
@@ -25,6 +31,8 @@ class Attempt:
     body: bytes
     timeout_s: float
     flow_key: str | None = None
+    due_ms: int = 0
+    cancelled: bool = False
 
 
 @dataclass
@@ -44,8 +52,8 @@ class Sender:
         """Create a stopped sender."""
         self._on_outcome = on_outcome
         self._loop = asyncio.new_event_loop()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._client = Http1Client()
         self._thread = threading.Thread(target=self._run, name="qstash-dev-sender", daemon=True)
         self._ready = threading.Event()
 
@@ -73,51 +81,93 @@ class Sender:
     def _run(self) -> None:
         """Thread body: own the loop."""
         asyncio.set_event_loop(self._loop)
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=500)
-        self._client = httpx.AsyncClient(limits=limits, trust_env=False, follow_redirects=False)
         self._ready.set()
         self._loop.run_forever()
         self._loop.close()
 
     def _spawn(self, attempts: list[Attempt]) -> None:
-        """Create one task per attempt (runs in the loop)."""
+        """Start one task per group of attempts sharing a due time (runs in the loop)."""
+        groups: dict[int, list[Attempt]] = defaultdict(list)
         for attempt in attempts:
-            task = self._loop.create_task(self._send(attempt))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            groups[attempt.due_ms].append(attempt)
+        for due_ms, group in groups.items():
+            self._track(self._send_group(due_ms, group))
 
-    async def _send(self, attempt: Attempt) -> None:
-        """Make the request and report the outcome."""
-        outcome = await self._request(attempt)
-        self._on_outcome(attempt, outcome)
+    def _track(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run a coroutine as a task that is cancelled on shutdown."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _request(self, attempt: Attempt) -> Outcome:
-        """One HTTP exchange; transport errors become an Outcome with status 0."""
-        assert self._client is not None
+    async def _send_group(self, due_ms: int, group: list[Attempt]) -> None:
+        """Connect ahead, wait for the due time precisely, write the ready requests at once.
+
+        A destination that is slow to connect is sent to when its connection is ready, so it
+        never holds back the rest of the group.
+        """
+        tasks = [self._track(self._prepare(a)) for a in group]
+        lead_s = due_ms / 1000 - time.time() - SPIN_S
+        await asyncio.wait(tasks, timeout=max(0.0, lead_s))
+        await _until(due_ms)
+        for attempt, task in zip(group, tasks, strict=True):
+            if task.done():
+                self._dispatch(attempt, task)
+            else:
+                task.add_done_callback(functools.partial(self._dispatch, attempt))
+
+    def _dispatch(self, attempt: Attempt, task: asyncio.Task[Prepared | Outcome]) -> None:
+        """Send a prepared request (or report why it cannot be sent)."""
+        if task.cancelled():
+            return
+        ready = task.result()
+        if isinstance(ready, Outcome):
+            self._on_outcome(attempt, ready)
+        elif attempt.cancelled:
+            self._client.discard(ready)
+            self._on_outcome(attempt, Outcome(error="cancelled"))
+        else:
+            self._client.send(ready)
+            self._track(self._receive(attempt, ready))
+
+    async def _prepare(self, attempt: Attempt) -> Prepared | Outcome:
+        """A connection for the attempt, or the failure as an Outcome."""
         try:
-            response = await self._client.request(
-                attempt.method,
-                attempt.url,
-                content=attempt.body,
-                headers=attempt.headers,
-                timeout=httpx.Timeout(attempt.timeout_s, connect=min(attempt.timeout_s, 30.0)),
+            return await self._client.prepare(
+                attempt.method, attempt.url, attempt.headers, attempt.body, attempt.timeout_s
             )
-        except httpx.TimeoutException:
-            return Outcome(error="timeout")
-        except httpx.HTTPError as exc:
-            return Outcome(error=f"{type(exc).__name__}: {exc}")
+        except TransportError as exc:
+            return Outcome(error=str(exc))
+
+    async def _receive(self, attempt: Attempt, prepared: Prepared) -> None:
+        """Read the response and report the outcome."""
+        try:
+            response = await self._client.receive(prepared, attempt.timeout_s)
+        except TransportError as exc:
+            self._on_outcome(attempt, Outcome(error=str(exc)))
+            return
         headers: dict[str, list[str]] = {}
-        for name, value in response.headers.multi_items():
+        for name, value in response.headers:
             headers.setdefault(_canonical(name), []).append(value)
-        return Outcome(response.status_code, headers, response.content[:MAX_RESPONSE_BYTES])
+        self._on_outcome(
+            attempt, Outcome(response.status, headers, response.body[:MAX_RESPONSE_BYTES])
+        )
 
     async def _shutdown(self) -> None:
         """Cancel tasks and close the client."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._client is not None:
-            await self._client.aclose()
+        await self._client.aclose()
+
+
+async def _until(due_ms: int) -> None:
+    """Return at (never before) the wall-clock time `due_ms`: sleep, then spin the last bit."""
+    remaining = due_ms / 1000 - time.time()
+    if remaining > SPIN_S:
+        await asyncio.sleep(remaining - SPIN_S)
+    while time.time() * 1000 < due_ms:
+        time.sleep(0)  # releases the GIL, so the API threads are not starved meanwhile
 
 
 def _canonical(name: str) -> str:

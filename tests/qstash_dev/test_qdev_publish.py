@@ -132,6 +132,7 @@ def test_cancel_one_many_and_all(client, receiver):
     with pytest.raises(QStashError):
         client.message.get(ids[0].message_id)
     assert client.message.cancel_many([ids[1].message_id, ids[2].message_id]) == 2
+    assert client.message.cancel_many([]) == 0
     assert client.message.cancel_all() == 2
     with pytest.raises(QStashError):
         client.message.cancel(ids[4].message_id)
@@ -204,3 +205,20 @@ def test_label_and_redaction_show_in_message(client, receiver):
     msg = client.message.get(res.message_id)
     assert msg.label == "l1"
     assert msg.body is not None and msg.body.startswith("REDACTED:")
+
+
+def test_paused_flow_control_key_holds_deliveries_until_resumed(client, receiver):
+    fc = {"key": "held-key", "parallelism": 2}
+    client.message.publish_json(url=receiver.url("/never"), body={}, delay=300, flow_control=fc)
+    client.flow_control.pause("held-key")
+    client.message.publish_json(url=receiver.url("/held"), body={}, flow_control=fc)
+    deadline = time.monotonic() + 5
+    while client.flow_control.get("held-key").wait_list_size < 1:
+        assert time.monotonic() < deadline, "message never joined the wait list"
+        time.sleep(0.02)
+    assert client.flow_control.get("held-key").is_paused
+    assert receiver.at("/held") == []
+    client.flow_control.pin("held-key", {"parallelism": 1})
+    assert client.flow_control.get("held-key").is_pinned_parallelism
+    client.flow_control.resume("held-key")
+    receiver.wait_for("/held")

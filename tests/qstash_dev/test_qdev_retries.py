@@ -151,3 +151,21 @@ def test_events_are_listed_and_filtered(client, srv, receiver):
     assert [e.message_id for e in delivered] == [res.message_id]
     raw = httpx.get(f"{srv.url}/v2/logs", headers={"Authorization": f"Bearer {srv.token}"})
     assert len(raw.json()["logs"]) == 3
+
+
+def test_timeout_counts_as_a_failed_attempt(client, srv, receiver):
+    receiver.slow("/sleepy", 1.5)
+    client.message.publish_json(url=receiver.url("/sleepy"), body={}, retries=0, timeout=1)
+    (dead,) = _wait_dlq(client, srv)
+    assert dead.url == receiver.url("/sleepy")
+    errors = client.log.list(filter={"message_id": dead.message_id}).logs
+    assert any(e.error == "timeout" for e in errors)
+
+
+def test_a_slow_destination_does_not_hold_back_others(client, receiver):
+    receiver.slow("/slowpoke", 1.0)
+    client.message.publish_json(url=receiver.url("/slowpoke"), body={})
+    client.message.publish_json(url=receiver.url("/quick"), body={})
+    (quick,) = receiver.wait_for("/quick")
+    (slow,) = receiver.wait_for("/slowpoke")
+    assert quick.finished < slow.finished
