@@ -126,7 +126,11 @@ def plan_for(row: Prebooking, now: datetime, config: Mapping[str, Any]) -> Messa
 
 
 def publish_rows(
-    session: Session, rows: Sequence[Prebooking], now: datetime, gateway: Gateway
+    session: Session,
+    rows: Sequence[Prebooking],
+    now: datetime,
+    gateway: Gateway,
+    config: Mapping[str, Any],
 ) -> RelayReport:
     """Publish every row that needs a message now, in one batch; store ids or the error.
 
@@ -135,7 +139,7 @@ def publish_rows(
     report = RelayReport()
     planned: list[tuple[Prebooking, Message]] = []
     for row in rows:
-        plan = plan_for(row, now, current_app.config)
+        plan = plan_for(row, now, config)
         if isinstance(plan, Skip):
             report.skipped[plan.value] += 1
         else:
@@ -179,7 +183,7 @@ def relay(session: Session, now: datetime, *, gateway: Gateway | None = None) ->
         rows = list(session.scalars(_relay_query(now, horizon, after)))
         if not rows:
             return report
-        part = publish_rows(session, rows, now, gateway)
+        part = publish_rows(session, rows, now, gateway, config)
         report.published += part.published
         report.skipped.update(part.skipped)
         report.errors += part.errors
@@ -218,7 +222,11 @@ def _on_created(app: Flask, prebooking: Prebooking, session: Session, **_: Any) 
     if not is_publishing(app.config):
         return
     now = get_executor(app).clock.now()
-    publish_rows(session, [prebooking], now, get_gateway(app))
+    try:
+        publish_rows(session, [prebooking], now, get_gateway(app), app.config)
+    except Exception:  # the prebooking is saved; the relay or the cron path covers it
+        log.exception("publishing prebooking %s failed unexpectedly", prebooking.id)
+        session.rollback()
 
 
 def _on_cancelled(app: Flask, prebooking: Prebooking, session: Session, **_: Any) -> None:
