@@ -27,12 +27,15 @@ class FakeGateway:
 
     def __init__(self) -> None:
         self.down = False
+        self.broken = False  # raise something that is not a QStash error (a bug)
         self.published: list[Message] = []
         self.cancelled: list[str] = []
         self.dlq: list[DlqEntry] = []
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
+        if self.broken:
+            raise RuntimeError("unexpected failure inside the gateway")
         if self.down:
             raise QStashUnavailable("QStash unreachable: ConnectError: connection refused")
 

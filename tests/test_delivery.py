@@ -121,6 +121,15 @@ def test_qstash_down_at_create_still_saves_answers_201_and_cron_books_it_later(
     assert len(booking_client.calls) == 1
 
 
+def test_an_unexpected_publish_failure_still_answers_201_with_the_prebooking_saved(
+    client, auth, gateway, session
+):
+    gateway.broken = True
+    resp = create(client, auth, datetime.now(UTC) + timedelta(hours=1))
+    assert resp.status_code == 201 and resp.json["qstash_message_id"] is None
+    assert reload(session, resp.json["id"]).status == "pending"
+
+
 def test_relay_publishes_a_failed_publish_once_qstash_is_back(app, client, auth, gateway, session):
     gateway.down = True
     resp = create(client, auth, datetime.now(UTC) + timedelta(hours=1))
