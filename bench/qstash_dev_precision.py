@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import socket
@@ -113,6 +114,7 @@ def publish_all(base: str, dest: str, args: argparse.Namespace) -> tuple[int, in
 
 async def collect(port: int, expected: int, deadline: float) -> None:
     """Serve the receiver until everything arrived or the deadline passed."""
+    gc.disable()  # the measuring instrument must not pause to collect garbage
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Arrivals, "127.0.0.1", port, backlog=4096)
     while len(Arrivals.log) < expected and time.time() < deadline:

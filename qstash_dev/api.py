@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from qstash_dev.engine import Broker
 from qstash_dev.errors import BadRequest, MethodNotAllowed, NotFound, QStashDevError, Unauthorized
 from qstash_dev.publishing import PublishRequest, parse_publish, split_destination
 
+log = logging.getLogger(__name__)
 WSGIEnv = dict[str, Any]
 StartResponse = Callable[..., Any]
 
@@ -392,6 +394,11 @@ class ApiApp:
             response = self.dispatch(request, environ)
         except QStashDevError as exc:
             response = _json({"error": str(exc)}, exc.status)
+        except (ValueError, TypeError) as exc:  # malformed values in a JSON body or query
+            response = _json({"error": f"bad request: {exc}"}, 400)
+        except Exception:  # a bug: log it, answer in the API's error shape
+            log.exception("unhandled error for %s %s", request.method, request.path)
+            response = _json({"error": "internal server error"}, 500)
         return response(environ, start_response)
 
     def dispatch(self, request: Request, environ: WSGIEnv) -> Response:

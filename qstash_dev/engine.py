@@ -32,9 +32,12 @@ from qstash_dev.models import (
     dlq_to_api,
     flow_to_api,
     group_to_api,
+    is_body_redacted,
     message_to_api,
     queue_to_api,
+    redacted,
     schedule_to_api,
+    shown_headers,
 )
 from qstash_dev.parsing import parse_duration_s, parse_retry_after_s
 from qstash_dev.publishing import PublishRequest, is_url, now_ms
@@ -582,8 +585,9 @@ class Broker:
         if spec.labels:
             entry["label"], entry["labels"] = spec.labels[0], list(spec.labels)
         if state == "CREATED":
-            entry["header"] = {k: [v] for k, v in spec.headers.items()}
-            entry["body"] = spec.body_b64
+            entry["header"] = shown_headers(spec)
+            body = redacted(spec.body).encode() if is_body_redacted(spec) else spec.body
+            entry["body"] = base64.b64encode(body).decode()
         entry.update(extra)
         self._events.append(entry)
         if type(self._store) is not Store:

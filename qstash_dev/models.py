@@ -207,7 +207,7 @@ def body_fields(body: bytes, key: str = "body") -> JSON:
         return {key + "Base64": base64.b64encode(body).decode()}
 
 
-def _shown_headers(spec: MessageSpec) -> dict[str, list[str]]:
+def shown_headers(spec: MessageSpec) -> dict[str, list[str]]:
     """Forwarded headers with redaction applied."""
     redact = {r.lower() for r in spec.redact}
     everything = "header" in redact or "headers" in redact
@@ -220,10 +220,15 @@ def _shown_headers(spec: MessageSpec) -> dict[str, list[str]]:
     return shown
 
 
+def is_body_redacted(spec: MessageSpec) -> bool:
+    """Whether API responses must hide the body."""
+    return "body" in {r.lower() for r in spec.redact} and bool(spec.body_b64)
+
+
 def spec_fields(spec: MessageSpec) -> JSON:
     """The API keys every message-like object shares."""
-    out: JSON = {"method": spec.method, "header": _shown_headers(spec), "callerIP": spec.caller_ip}
-    if "body" in {r.lower() for r in spec.redact} and spec.body:
+    out: JSON = {"method": spec.method, "header": shown_headers(spec), "callerIP": spec.caller_ip}
+    if is_body_redacted(spec):
         out["body"] = redacted(spec.body)
     else:
         out.update(body_fields(spec.body))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import threading
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ from qstash_dev.http1 import Http1Client, Prepared, TransportError
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 900.0  # the free plan's maximum response time
 MAX_RESPONSE_BYTES = 1_000_000
-SPIN_S = 0.0015  # the last 1.5 ms before a due time are waited by yielding, not sleeping
+SPIN_S = 0.002  # the last 2 ms before a due time are waited by yielding, not sleeping
 
 
 @dataclass
@@ -109,12 +110,17 @@ class Sender:
         tasks = [self._track(self._prepare(a)) for a in group]
         lead_s = due_ms / 1000 - time.time() - SPIN_S
         await asyncio.wait(tasks, timeout=max(0.0, lead_s))
-        await _until(due_ms)
-        for attempt, task in zip(group, tasks, strict=True):
-            if task.done():
-                self._dispatch(attempt, task)
-            else:
-                task.add_done_callback(functools.partial(self._dispatch, attempt))
+        await _sleep_until_near(due_ms)
+        gc.disable()  # no await from here on: a full collection would delay the whole burst
+        try:
+            _spin_until(due_ms)
+            for attempt, task in zip(group, tasks, strict=True):
+                if task.done():
+                    self._dispatch(attempt, task)
+                else:
+                    task.add_done_callback(functools.partial(self._dispatch, attempt))
+        finally:
+            gc.enable()
 
     def _dispatch(self, attempt: Attempt, task: asyncio.Task[Prepared | Outcome]) -> None:
         """Send a prepared request (or report why it cannot be sent)."""
@@ -161,11 +167,15 @@ class Sender:
         await self._client.aclose()
 
 
-async def _until(due_ms: int) -> None:
-    """Return at (never before) the wall-clock time `due_ms`: sleep, then spin the last bit."""
+async def _sleep_until_near(due_ms: int) -> None:
+    """Sleep until SPIN_S before the wall-clock time `due_ms` (asyncio sleeps can overshoot)."""
     remaining = due_ms / 1000 - time.time()
     if remaining > SPIN_S:
         await asyncio.sleep(remaining - SPIN_S)
+
+
+def _spin_until(due_ms: int) -> None:
+    """Return at, never before, `due_ms` (wall clock)."""
     while time.time() * 1000 < due_ms:
         time.sleep(0)  # releases the GIL, so the API threads are not starved meanwhile
 

@@ -93,14 +93,6 @@ class DevServer:
         )
         self._thread.start()
 
-    def serve_forever(self) -> None:
-        """Start the broker and serve in the calling thread until interrupted."""
-        self.broker.start()
-        try:
-            self._http.serve_forever()
-        finally:
-            self.stop()
-
     def stop(self) -> None:
         """Stop serving and delivering."""
         if self._thread is not None:

@@ -48,9 +48,17 @@ class RunningServer:
 
     url: str
     token: str
-    current_signing_key: str
-    next_signing_key: str
     server: DevServer
+
+    @property
+    def current_signing_key(self) -> str:
+        """The key deliveries are signed with now (follows rotations)."""
+        return self.server.broker.current_key
+
+    @property
+    def next_signing_key(self) -> str:
+        """The next key (follows rotations)."""
+        return self.server.broker.next_key
 
     @property
     def broker(self) -> Broker:
@@ -94,12 +102,6 @@ def run_server(
     server = DevServer(settings)
     server.start()
     try:
-        yield RunningServer(
-            url=server.url,
-            token=token,
-            current_signing_key=server.broker.current_key,
-            next_signing_key=server.broker.next_key,
-            server=server,
-        )
+        yield RunningServer(url=server.url, token=token, server=server)
     finally:
         server.stop()

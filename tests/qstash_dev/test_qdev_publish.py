@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 
@@ -205,6 +206,8 @@ def test_label_and_redaction_show_in_message(client, receiver):
     msg = client.message.get(res.message_id)
     assert msg.label == "l1"
     assert msg.body is not None and msg.body.startswith("REDACTED:")
+    (created,) = client.log.list(filter={"message_id": res.message_id}).logs
+    assert b"secret" not in base64.b64decode(created.body_base64 or "")
 
 
 def test_paused_flow_control_key_holds_deliveries_until_resumed(client, receiver):
