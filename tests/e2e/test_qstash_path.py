@@ -173,3 +173,24 @@ class TestKeyRotation:
         row = wait_for_status(client, created["id"], {"completed", "failed"})
         assert (row["status"], row["executed_by"]) == ("completed", "qstash")
         assert len(sandbox.bookings()) == 1
+
+
+def test_shadow_deliveries_are_verified_and_recorded_and_book_nothing(
+    live_app, qstash_server, sandbox
+):
+    from flask_app import events
+
+    live_app.config.update(QSTASH_ENABLED=False, QSTASH_SHADOW=True)
+    client = live_app.test_client()
+    store_cookies(client)
+    seen = []
+    with events.attempt_finished.connected_to(lambda sender, attempt: seen.append(attempt)):
+        created = create(client, datetime.now(UTC) + timedelta(seconds=1.2))
+        assert created["qstash_message_id"]
+        assert qstash_server.wait_idle(timeout=10)
+    assert [(a.path, a.action.value, a.message_id) for a in seen] == [
+        ("shadow", "shadow", created["qstash_message_id"])
+    ]
+    assert seen[0].lateness_ms < 0  # arrived before the opening, as designed
+    row = client.get(f"/api/prebookings/{created['id']}", headers=AUTH).json
+    assert row["status"] == "pending" and sandbox.arrivals() == []
