@@ -15,14 +15,16 @@ from flask_app import (
     comparison,
     db,
     dbschema,
+    delivery,
     errors,
     execution,
     gateway,
     parity_cli,
+    qstash_cli,
     sessions,
     shim,
 )
-from flask_app.blueprints import admin, api
+from flask_app.blueprints import admin, api, callbacks
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +48,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     gateway.init_app(app)
     execution.init_app(app)
+    delivery.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(callbacks.bp)
+    qstash_cli.init_app(app)
     comparison.init_app(app)
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)

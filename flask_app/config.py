@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,13 @@ class Defaults:
     AIMHARDER_TIMEOUT_S = 8.0
     TASK_IMPORTS = ""
     CLAIM_LEASE_SECONDS = 60
+    # QStash path timing (docs/qstash_path.md): the message is due QSTASH_LEAD_SECONDS before
+    # the window opens (QStash fires in whole seconds, within ~1 s); prebookings opening at the
+    # same instant fire QSTASH_FIRE_STAGGER_MS apart in creation order; windows further ahead
+    # than QSTASH_MAX_DELAY (QStash's plan limit, 7 days free) are published later by the relay.
+    QSTASH_LEAD_SECONDS = 3.0
+    QSTASH_FIRE_STAGGER_MS = 2.0
+    QSTASH_MAX_DELAY = timedelta(days=7)
     # Bodies larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 64 * 1024
 
@@ -110,6 +119,57 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if "CLAIM_LEASE_SECONDS" in environ:
         raw = environ["CLAIM_LEASE_SECONDS"]
         out["CLAIM_LEASE_SECONDS"] = parse_int("CLAIM_LEASE_SECONDS", raw, low=1)
+    out.update(_qstash_timing(environ))
+    return out
+
+
+def parse_float(name: str, raw: str, *, low: float, high: float) -> float:
+    """Read a number within bounds.
+
+    Raises:
+        ConfigError: not a number, or out of bounds.
+    """
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, not {value:g}")
+    return value
+
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(name: str, raw: str) -> timedelta:
+    """Read a positive duration written as QStash does (`7d`, `1d12h`, `90m`) or in seconds.
+
+    Raises:
+        ConfigError: unreadable or zero.
+    """
+    text = raw.strip().lower()
+    if text.isdigit():
+        seconds = int(text)
+    elif text and _DURATION.sub("", text) == "":
+        seconds = sum(int(n) * _UNIT_S[u] for n, u in _DURATION.findall(text))
+    else:
+        raise ConfigError(f"{name} must be a duration such as 7d, 36h or 3600, not {raw!r}")
+    if seconds <= 0:
+        raise ConfigError(f"{name} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def _qstash_timing(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "QSTASH_LEAD_SECONDS" in environ:
+        raw = environ["QSTASH_LEAD_SECONDS"]
+        out["QSTASH_LEAD_SECONDS"] = parse_float("QSTASH_LEAD_SECONDS", raw, low=1, high=60)
+    if "QSTASH_FIRE_STAGGER_MS" in environ:
+        raw = environ["QSTASH_FIRE_STAGGER_MS"]
+        out["QSTASH_FIRE_STAGGER_MS"] = parse_float("QSTASH_FIRE_STAGGER_MS", raw, low=0, high=100)
+    if "QSTASH_MAX_DELAY" in environ:
+        out["QSTASH_MAX_DELAY"] = parse_duration("QSTASH_MAX_DELAY", environ["QSTASH_MAX_DELAY"])
     return out
 
 

@@ -256,10 +256,13 @@ class Executor:
         fire_at: datetime | None = None,
         message_id: str | None = None,
         retried: int | None = None,
+        settle_at: datetime | None = None,
     ) -> Attempt:
         """Handle one arrival of `path`; books only if this arrival wins the claim.
 
         fire_at: when to send the booking request (never before the window opens).
+        settle_at: record the outcome no earlier than this, so the database writes of a burst
+        of bookings opening together do not delay the ones still to fire.
         """
         base = Attempt(
             prebooking_id,
@@ -279,7 +282,7 @@ class Executor:
                 attempt = self._why_not(session, base)
             else:
                 won = replace(base, available_at=claimed.available_at, won=True)
-                attempt = self._execute(session, claimed, won, fire_at)
+                attempt = self._execute(session, claimed, won, fire_at, settle_at)
         _announce(attempt)
         return attempt
 
@@ -324,7 +327,12 @@ class Executor:
         )
 
     def _execute(
-        self, session: Session, claimed: Claimed, won: Attempt, fire_at: datetime | None
+        self,
+        session: Session,
+        claimed: Claimed,
+        won: Attempt,
+        fire_at: datetime | None,
+        settle_at: datetime | None = None,
     ) -> Attempt:
         try:
             cookies = self.load_cookies(session, claimed.user_email)
@@ -346,6 +354,8 @@ class Executor:
         self.clock.sleep_until(max(claimed.available_at, fire_at or claimed.available_at))
         fired_at = self.clock.now()
         result = self.client.book(**form, cookies=cookies)
+        if settle_at is not None and settle_at > self.clock.now():
+            self.clock.sleep_until(settle_at)
         return self._record(session, claimed, won, result, fired_at)
 
     def _confirmed(self, session: Session, claimed: Claimed, won: Attempt) -> Attempt:
