@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask
 
+import legacy_cron
 from flask_app import db, dbschema, errors, execution, sessions
 from flask_app.blueprints import api
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
@@ -35,4 +36,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     execution.init_app(app)
     app.register_blueprint(api.bp)
+    legacy_cron.init_app(app)
     return app
