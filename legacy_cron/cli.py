@@ -6,6 +6,7 @@ secret, does not follow redirects, gives up after 30 s, and counts anything but 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -94,6 +95,7 @@ def ping_command(every: float, url: str | None, count: int | None, align: bool) 
     """Ping the legacy endpoint like cron-job.org does, one line per ping."""
     if every <= 0:
         raise click.BadParameter("must be positive", param_hint="--every")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per ping is ours to print
     target = url or current_app.config["APP_BASE_URL"].rstrip("/") + URL
     secret = current_app.config.get("CRON_SECRET")
     if not secret:
