@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask
 
+import legacy_cron
 import migration
 from flask_app import (
     comparison,
@@ -57,4 +58,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     migration.init_app(app)
     shim.init_app(app)
+    legacy_cron.init_app(app)
     return app

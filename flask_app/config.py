@@ -49,6 +49,11 @@ class Defaults:
     QSTASH_LEAD_SECONDS = 3.0
     QSTASH_FIRE_STAGGER_MS = 2.0
     QSTASH_MAX_DELAY = timedelta(days=7)
+    # Legacy cron tick: stop launching bookings that could not finish within the budget
+    # (cron-job.org gives up after 30 s), space launches by the stagger, take at most the limit.
+    CRON_TICK_BUDGET_S = 20
+    CRON_STAGGER_MS = 50
+    CRON_BATCH_LIMIT = 50
     # Bodies larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 64 * 1024
 
@@ -120,6 +125,9 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ["CLAIM_LEASE_SECONDS"]
         out["CLAIM_LEASE_SECONDS"] = parse_int("CLAIM_LEASE_SECONDS", raw, low=1)
     out.update(_qstash_timing(environ))
+    for name, low in (("CRON_TICK_BUDGET_S", 1), ("CRON_STAGGER_MS", 0), ("CRON_BATCH_LIMIT", 1)):
+        if name in environ:
+            out[name] = parse_int(name, environ[name], low=low)
     return out
 
 
