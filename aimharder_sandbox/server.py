@@ -73,7 +73,12 @@ def enable_timestamps(sock: socket.socket) -> bool:
 
 
 def stamped_reader(sock: socket.socket) -> StampedReader | None:
-    """A timestamping reader for an accepted socket; None where the kernel can't stamp."""
+    """A timestamping reader for an accepted socket; None where the kernel can't stamp.
+
+    A TLS-wrapped socket (tests serve the sandbox over TLS) has no `recvmsg`: no stamps.
+    """
+    if type(sock) is not socket.socket:
+        return None
     return StampedReader(sock) if enable_timestamps(sock) else None
 
 

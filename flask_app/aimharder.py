@@ -4,11 +4,20 @@ AimHarder publishes no API; the wire format follows reference/aimharder-and-cron
 `classify` is pure and maps one `/api/book` answer to a `BookingOutcome`; `AimHarderClient`
 wraps one pooled, thread-safe `httpx.Client` shared by every user. Cookies go out in a
 `Cookie` header built per request and are never logged or stored by the client.
+
+For firing at an exact instant, `AimHarderClient.prepare` builds a `PreparedBooking` ahead: its
+own open (TLS) connection and the request fully serialised, so the firing line
+(`flask_app.firing`) writes it with one raw `send` at the instant; its answer is classified by
+the same code as `book()`'s.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -23,6 +33,7 @@ __all__ = [
     "AimHarderClient",
     "BookingOutcome",
     "BookingResult",
+    "PreparedBooking",
     "box_base_url",
     "classify",
 ]
@@ -250,7 +261,11 @@ def _start() -> _Attempt:
 
 def _transport_result(exc: httpx.TransportError, attempt: _Attempt) -> BookingResult:
     """A result for a request that got no HTTP answer."""
-    sent = not isinstance(exc, _NOT_SENT)
+    return _no_answer_result(exc, sent=not isinstance(exc, _NOT_SENT), attempt=attempt)
+
+
+def _no_answer_result(exc: Exception, *, sent: bool, attempt: _Attempt) -> BookingResult:
+    """A transient result for a request that got no HTTP answer (uncertain once sent)."""
     return BookingResult(
         outcome=BookingOutcome.TRANSIENT,
         book_state=None,
@@ -269,17 +284,22 @@ def _transport_result(exc: httpx.TransportError, attempt: _Attempt) -> BookingRe
 def _response_result(response: httpx.Response, attempt: _Attempt) -> BookingResult:
     """A result for an HTTP answer."""
     latency = attempt.latency()
-    body = _parse_body(response)
-    outcome, uncertain = classify(response.status_code, body)
+    return _answer_result(response.status_code, _parse_body(response), attempt, latency)
+
+
+def _answer_result(
+    status_code: int, body: Any, attempt: _Attempt, latency: timedelta
+) -> BookingResult:
+    """A result for an HTTP status and its parsed body (None: not JSON)."""
+    outcome, uncertain = classify(status_code, body)
     raw: dict[str, Any] = body if isinstance(body, dict) else {}
     return BookingResult(
         outcome=outcome,
         book_state=_as_int(raw.get("bookState")),
         reservation_id=_str_or_none(raw.get("id")) if outcome.is_success else None,
-        message=_str_or_none(raw.get("errorMssg"))
-        or _describe_failure(outcome, response.status_code, body),
+        message=_str_or_none(raw.get("errorMssg")) or _describe_failure(outcome, status_code, body),
         error_key=_str_or_none(raw.get("errorMssgLang")),
-        status_code=response.status_code,
+        status_code=status_code,
         request_sent=True,
         uncertain=uncertain,
         sent_at=attempt.sent_at,
@@ -304,6 +324,142 @@ def _find_row(body: Any, class_id: str) -> Mapping[str, Any] | None:
     return None
 
 
+def _log_result(box: str, class_id: str, day: str, result: BookingResult) -> None:
+    log.info(
+        "aimharder book box=%s class=%s day=%s outcome=%s state=%s status=%s uncertain=%s",
+        box,
+        class_id,
+        day,
+        result.outcome.value,
+        result.book_state,
+        result.status_code,
+        result.uncertain,
+    )
+
+
+def _ssl_context(verify: ssl.SSLContext | bool) -> ssl.SSLContext:
+    """The TLS context for raw connections, matching httpx's `verify`."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _serialise(
+    netloc: str, path: str, form: Mapping[str, str], headers: list[tuple[str, str]]
+) -> bytes | None:
+    """An HTTP/1.1 POST of `form`, as bytes; None if a header value cannot go out safely."""
+    body = urlencode(form).encode("ascii")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {netloc}"]
+    for name, value in [*headers, ("Content-Length", str(len(body)))]:
+        if "\r" in value or "\n" in value:
+            return None
+        lines.append(f"{name}: {value}")
+    try:
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    return head + body
+
+
+class PreparedBooking:
+    """One `/api/book` request ready to go: its own open connection and its bytes.
+
+    `write()` (the firing line's thread) sends it; `result()` (the owner's thread, afterwards)
+    reads and classifies the answer like `book()`. Nothing written means nothing sent: the
+    owner falls back to `book()`. A failure once any byte went out is sent and uncertain.
+    """
+
+    def __init__(
+        self, sock: socket.socket, request: bytes, *, box: str, class_id: str, day: str
+    ) -> None:
+        self._sock = sock
+        self._request = request
+        self._where = (box, class_id, day)
+        self._attempt: _Attempt | None = None
+        self._written = 0
+        self._write_error: OSError | None = None
+
+    @property
+    def request(self) -> bytes:
+        """The serialised request (for tests and diagnostics; it carries the cookies)."""
+        return self._request
+
+    def is_open(self) -> bool:
+        """The server has neither closed the connection nor spoken first."""
+        timeout = self._sock.gettimeout()
+        self._sock.settimeout(0)
+        try:
+            self._sock.recv(1)  # TLS: also processes session tickets sent after the handshake
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return True
+        except OSError:
+            return False
+        finally:
+            self._sock.settimeout(timeout)
+        return False
+
+    def write(self) -> None:
+        """Send the request now; never raises (a failure is kept for `result()`)."""
+        self._attempt = _start()
+        view = memoryview(self._request)
+        try:
+            while self._written < len(view):
+                self._written += self._sock.send(view[self._written :])
+        except OSError as exc:
+            self._write_error = exc
+
+    @property
+    def sent(self) -> bool:
+        """At least one byte of the request left."""
+        return self._written > 0
+
+    def result(self) -> BookingResult | None:
+        """The classified answer; None when nothing was sent (book through `book()`)."""
+        attempt = self._attempt
+        if attempt is None or not self.sent:
+            self.close()
+            return None
+        try:
+            result = self._read(attempt)
+        finally:
+            self.close()
+        _log_result(*self._where, result)
+        return result
+
+    def _read(self, attempt: _Attempt) -> BookingResult:
+        if self._write_error is not None:
+            return _no_answer_result(self._write_error, sent=True, attempt=attempt)
+        response = http.client.HTTPResponse(self._sock, method="POST")
+        try:
+            response.begin()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            return _no_answer_result(exc, sent=True, attempt=attempt)
+        finally:
+            response.close()
+        latency = attempt.latency()
+        return _answer_result(response.status, _json_or_none(data), attempt, latency)
+
+    def close(self) -> None:
+        """Close the connection (it serves one booking)."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def _json_or_none(data: bytes) -> Any:
+    """The JSON body, or None when it is not JSON."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
 class AimHarderClient:
     """A pooled, thread-safe AimHarder client shared by every user and box."""
 
@@ -314,9 +470,15 @@ class AimHarderClient:
         timeout: float = 8.0,
         connect_timeout: float = 3.0,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self._base_url = base_url
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self._custom_transport = transport is not None
+        self._ssl_context = _ssl_context(verify)
         self._http = httpx.Client(
+            verify=verify,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             limits=httpx.Limits(
                 max_connections=200, max_keepalive_connections=200, keepalive_expiry=60.0
@@ -362,17 +524,60 @@ class AimHarderClient:
             result = _transport_result(exc, attempt)
         else:
             result = _response_result(response, attempt)
-        log.info(
-            "aimharder book box=%s class=%s day=%s outcome=%s state=%s status=%s uncertain=%s",
-            box,
-            class_id,
-            day,
-            result.outcome.value,
-            result.book_state,
-            result.status_code,
-            result.uncertain,
-        )
+        _log_result(box, class_id, day, result)
         return result
+
+    def prepare(
+        self,
+        *,
+        box: str,
+        class_id: str,
+        day: str,
+        family_id: str | None,
+        cookies: Mapping[str, str],
+    ) -> PreparedBooking | None:
+        """Open a connection and serialise the `/api/book` request now, to write it later.
+
+        None when that is not possible (a custom transport, a header that cannot go out raw,
+        a connection that would not open): the caller then books through `book()`.
+        """
+        if self._custom_transport:
+            return None
+        form = {"id": class_id, "day": day, "insist": "0", "familyId": family_id or ""}
+        url = urlsplit(self._url(box, "/api/book"))
+        request = _serialise(url.netloc, url.path, form, self._raw_headers(box, cookies))
+        if request is None or url.hostname is None or url.scheme not in ("http", "https"):
+            return None
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            sock = self._connect(url.hostname, port, tls=url.scheme == "https")
+        except OSError as exc:
+            log.info("aimharder prepare failed box=%s: %s", box, type(exc).__name__)
+            return None
+        return PreparedBooking(sock, request, box=box, class_id=class_id, day=day)
+
+    def _raw_headers(self, box: str, cookies: Mapping[str, str]) -> list[tuple[str, str]]:
+        """The headers `book()` sends through httpx, for a raw request."""
+        return [
+            ("User-Agent", USER_AGENT),
+            ("Accept-Encoding", "identity"),
+            ("Connection", "keep-alive"),
+            *self._headers(box, cookies).items(),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ]
+
+    def _connect(self, host: str, port: int, *, tls: bool) -> socket.socket:
+        """A connected socket (TLS handshake done), Nagle off, read timeout set."""
+        sock = socket.create_connection((host, port), timeout=self._connect_timeout)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls:
+                sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
+            sock.settimeout(self._timeout)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def is_booked(
         self,

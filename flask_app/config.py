@@ -40,14 +40,19 @@ class Defaults:
     SESSION_ENCRYPTION_KEYS: str | None = None
     AIMHARDER_BASE_URL: str | None = None
     AIMHARDER_TIMEOUT_S = 8.0
+    # Prepare each booking request ahead and write it at its instant from one thread per
+    # process (flask_app/firing.py); false: every delivery thread books through httpx itself.
+    AIMHARDER_FIRING_LINE = True
     TASK_IMPORTS = ""
     CLAIM_LEASE_SECONDS = 60
     # QStash path timing (docs/qstash_path.md): the message is due QSTASH_LEAD_SECONDS before
     # the window opens (QStash fires in whole seconds, within ~1 s); prebookings opening at the
-    # same instant fire QSTASH_FIRE_STAGGER_MS apart in creation order; windows further ahead
+    # same instant fire QSTASH_FIRE_STAGGER_MS apart in creation order (fractions allowed: the
+    # firing line writes them back-to-back in that order, ~10-40 µs each, so 10 µs keeps them
+    # in order across processes without spreading them; bench/README.md); windows further ahead
     # than QSTASH_MAX_DELAY (QStash's plan limit, 7 days free) are published later by the relay.
     QSTASH_LEAD_SECONDS = 3.0
-    QSTASH_FIRE_STAGGER_MS = 2.0
+    QSTASH_FIRE_STAGGER_MS = 0.01
     QSTASH_MAX_DELAY = timedelta(days=7)
     # Legacy cron tick: stop launching bookings that could not finish within the budget
     # (cron-job.org gives up after 30 s), space launches by the stagger, take at most the limit.
@@ -58,7 +63,13 @@ class Defaults:
     MAX_CONTENT_LENGTH = 64 * 1024
 
 
-_BOOLS = ("QSTASH_ENABLED", "QSTASH_SHADOW", "LEGACY_CRON_ENABLED", "TASK_ALWAYS_EAGER")
+_BOOLS = (
+    "QSTASH_ENABLED",
+    "QSTASH_SHADOW",
+    "LEGACY_CRON_ENABLED",
+    "TASK_ALWAYS_EAGER",
+    "AIMHARDER_FIRING_LINE",
+)
 _STRINGS = (
     "DATABASE_URL",
     "QSTASH_URL",

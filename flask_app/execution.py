@@ -21,7 +21,8 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from flask_app import events
-from flask_app.aimharder import BookingOutcome, BookingResult
+from flask_app.aimharder import BookingOutcome, BookingResult, PreparedBooking
+from flask_app.firing import FiringLine
 from flask_app.models import Prebooking, is_valid_id
 from flask_app.prebooking import Event, PrebookingStatus, sources, transition
 from flask_app.timing import Clock, lateness_ms
@@ -246,6 +247,7 @@ class Executor:
     load_cookies: CookieLoader
     clock: Clock
     lease: timedelta = timedelta(seconds=60)
+    line: FiringLine | None = None  # fire prepared requests from one thread (see firing.py)
 
     def attempt(
         self,
@@ -351,12 +353,39 @@ class Executor:
             return self._confirmed(session, claimed, won)
         if not mark_sent(session, claimed, self.clock.now()):
             return replace(won, action=Action.LOST_CLAIM, detail={"lease": "lost"})
-        self.clock.sleep_until(max(claimed.available_at, fire_at or claimed.available_at))
-        fired_at = self.clock.now()
-        result = self.client.book(**form, cookies=cookies)
+        fire = max(claimed.available_at, fire_at or claimed.available_at)
+        result, fired_at = self._book_at(fire, form, cookies)
         if settle_at is not None and settle_at > self.clock.now():
             self.clock.sleep_until(settle_at)
         return self._record(session, claimed, won, result, fired_at)
+
+    def _book_at(
+        self, fire: datetime, form: dict[str, Any], cookies: dict[str, str]
+    ) -> tuple[BookingResult, datetime]:
+        """Book at `fire` through the firing line when the request could be prepared, else
+        through `client.book()`; the result and when the request left."""
+        prepared = self._prepare(form, cookies)
+        if prepared is not None and self.line is not None:
+            if self.line.fire(prepared, fire):
+                result = prepared.result()
+                if result is not None:
+                    return result, result.sent_at
+            prepared.close()
+            log.info("prepared booking not sent (connection dropped); booking via httpx")
+        self.clock.sleep_until(fire)
+        fired_at = self.clock.now()
+        return self.client.book(**form, cookies=cookies), fired_at
+
+    def _prepare(self, form: dict[str, Any], cookies: dict[str, str]) -> PreparedBooking | None:
+        prepare = getattr(self.client, "prepare", None) if self.line is not None else None
+        if prepare is None:
+            return None
+        try:
+            prepared: PreparedBooking | None = prepare(**form, cookies=cookies)
+        except Exception:  # preparing is an optimisation: any trouble means the plain path
+            log.exception("preparing the booking request failed; booking via httpx")
+            return None
+        return prepared
 
     def _confirmed(self, session: Session, claimed: Claimed, won: Attempt) -> Attempt:
         result = BookingResult(
@@ -452,12 +481,14 @@ def init_app(app: Any) -> None:
     def load_cookies(session: Session, email: str) -> dict[str, str] | None:
         return sessions.load_cookies(session, sessions.get_cipher(app), email)
 
+    clock = app.config.get("CLOCK") or SystemClock()
     app.extensions[_EXT] = Executor(
         sessions=get_db(app).sessions,
         client=client,
         load_cookies=load_cookies,
-        clock=app.config.get("CLOCK") or SystemClock(),
+        clock=clock,
         lease=timedelta(seconds=app.config["CLAIM_LEASE_SECONDS"]),
+        line=FiringLine(clock) if app.config.get("AIMHARDER_FIRING_LINE", True) else None,
     )
 
 

@@ -22,6 +22,8 @@ class Clock(Protocol):
 class SystemClock:
     """Wall-clock time; sleep_until() wakes within a fraction of a millisecond, never early."""
 
+    realtime = True  # waits may use real-time timeouts (the firing line checks this)
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 

@@ -10,7 +10,7 @@ from flask_app.timing import SystemClock
 
 
 def test_qstash_timing_defaults_are_documented_values():
-    assert (Defaults.QSTASH_LEAD_SECONDS, Defaults.QSTASH_FIRE_STAGGER_MS) == (3.0, 2.0)
+    assert (Defaults.QSTASH_LEAD_SECONDS, Defaults.QSTASH_FIRE_STAGGER_MS) == (3.0, 0.01)
     assert Defaults.QSTASH_MAX_DELAY == timedelta(days=7)
 
 
@@ -35,8 +35,8 @@ def test_unreadable_max_delay_names_the_variable(raw):
 
 
 def test_lead_and_stagger_are_read_as_numbers_within_bounds():
-    env = {"QSTASH_LEAD_SECONDS": "2.5", "QSTASH_FIRE_STAGGER_MS": "0.5"}
-    assert settings_from_env(env) == {"QSTASH_LEAD_SECONDS": 2.5, "QSTASH_FIRE_STAGGER_MS": 0.5}
+    env = {"QSTASH_LEAD_SECONDS": "2.5", "QSTASH_FIRE_STAGGER_MS": "0.02"}
+    assert settings_from_env(env) == {"QSTASH_LEAD_SECONDS": 2.5, "QSTASH_FIRE_STAGGER_MS": 0.02}
     with pytest.raises(ConfigError, match="QSTASH_LEAD_SECONDS must be between 1 and 60"):
         settings_from_env({"QSTASH_LEAD_SECONDS": "0"})
     with pytest.raises(ConfigError, match="QSTASH_FIRE_STAGGER_MS must be a number"):
