@@ -366,11 +366,10 @@ class Executor:
         through `client.book()`; the result and when the request left."""
         prepared = self._prepare(form, cookies)
         if prepared is not None and self.line is not None:
-            if self.line.fire(prepared, fire):
-                result = prepared.result()
-                if result is not None:
-                    return result, result.sent_at
-            prepared.close()
+            self.line.fire(prepared, fire)
+            result = prepared.result()  # None: not a byte left (e.g. the connection dropped)
+            if result is not None:
+                return result, result.sent_at
             log.info("prepared booking not sent (connection dropped); booking via httpx")
         self.clock.sleep_until(fire)
         fired_at = self.clock.now()

@@ -151,18 +151,20 @@ class FiringLine:
     def _write_due(self) -> None:
         """Write, in order, every shot whose instant has come; wake their owners afterwards."""
         fired: list[_Entry] = []
-        with self._cond:
-            now = self._now_ns()
-            while self._heap and self._heap[0].at_ns <= now:
-                entry = heapq.heappop(self._heap)
-                entry.shot.write()
-                entry.written = True
-                fired.append(entry)
-                if self._heap and self._heap[0].at_ns > now:
-                    now = self._now_ns()
-        # Woken only now, so their response parsing does not compete with the writes.
-        for entry in fired:
-            entry.done.set()
+        try:
+            with self._cond:
+                now = self._now_ns()
+                while self._heap and self._heap[0].at_ns <= now:
+                    entry = heapq.heappop(self._heap)
+                    fired.append(entry)
+                    entry.shot.write()
+                    entry.written = True
+                    if self._heap and self._heap[0].at_ns > now:
+                        now = self._now_ns()
+        finally:
+            # Woken only now, so their response parsing does not compete with the writes.
+            for entry in fired:
+                entry.done.set()
 
 
 def _ns(at: datetime) -> int:

@@ -105,6 +105,19 @@ def test_a_shot_whose_connection_dropped_is_handed_back_unwritten():
     assert log == []
 
 
+class _ExplodingShot(RecordingShot):
+    def write(self) -> None:
+        raise RuntimeError("a bug in a shot")
+
+
+def test_a_shot_that_raises_still_wakes_its_owner_and_the_line_keeps_firing():
+    log: list[tuple[int, Any]] = []
+    line = FiringLine(SystemClock())
+    assert line.fire(_ExplodingShot(0, log, time.time_ns), datetime.now(UTC)) is False
+    assert line.fire(RecordingShot(1, log, time.time_ns), datetime.now(UTC)) is True
+    assert [name for name, _ in log] == [1]
+
+
 # --- prepared bookings against the sandbox ---------------------------------------------
 
 
@@ -309,12 +322,23 @@ class _Unpreparable(FakeBookingClient):
         return None
 
 
+class _DroppedShot(RecordingShot):
+    """A prepared booking whose connection the server closed before the instant."""
+
+    def __init__(self) -> None:
+        super().__init__(0, [], time.time_ns)
+        self.open = False
+
+    def result(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 class _Dropped(FakeBookingClient):
     def prepare(self, **kwargs: Any) -> Any:
-        shot = RecordingShot(0, [], time.time_ns)
-        shot.open = False
-        shot.close = lambda: None  # type: ignore[attr-defined]
-        return shot
+        return _DroppedShot()
 
 
 @pytest.mark.parametrize("client_class", [_Unpreparable, _Dropped])
