@@ -107,17 +107,44 @@ def measure(
     }
 
 
-def run_qstash(api: httpx.Client, sandbox: Sandbox, n: int, lead_in_s: float) -> dict[str, Any]:
+def split(
+    api: httpx.Client,
+    created: list[dict[str, Any]],
+    arrivals: list[dict[str, Any]],
+    opens: datetime,
+    stagger_ms: float,
+) -> dict[str, Any]:
+    """Where the lateness goes: the request's write (`sent_at`) against its own fire instant
+    (the firing line's wake-up and its place in the back-to-back writes), and the transit from
+    that write to the sandbox's kernel stamp."""
+    opens_ns = opens.timestamp() * 1e9
+    timing: dict[str, tuple[float, float]] = {}  # sandbox user -> (sent, own fire instant)
+    for i, c in enumerate(created):
+        row = api.get(f"/api/prebookings/{c['id']}").json()
+        sent_at = (row.get("result") or {}).get("sent_at")
+        if sent_at:
+            sent = datetime.fromisoformat(sent_at).timestamp() * 1e9
+            timing[f"cookie-{row['user_email']}"] = (sent, opens_ns + i * stagger_ms * 1e6)
+    seen = [a for a in arrivals if a["user"] in timing]
+    write = [(timing[a["user"]][0] - timing[a["user"]][1]) / 1e6 for a in seen]
+    transit = [(a["at_ns"] - timing[a["user"]][0]) / 1e6 for a in seen]
+    return {"write_vs_own_fire_ms": summary(write), "transit_ms": summary(transit)}
+
+
+def run_qstash(
+    api: httpx.Client, sandbox: Sandbox, n: int, lead_in_s: float, stagger_ms: float
+) -> dict[str, Any]:
     class_id = f"q{n}x{uuid.uuid4().hex[:6]}"
-    lead = lead_in_s + n * 0.04  # creating a prebooking takes ~10-30 ms
+    lead = lead_in_s + n * 0.1  # creating a prebooking takes ~10-30 ms, more when loaded
     opens = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
     sandbox.add_class(class_id, DAY, opens_at=opens, capacity=n)
-    create(api, n, class_id, opens)
-    if datetime.now(UTC) > opens - timedelta(seconds=5):
+    created = create(api, n, class_id, opens)
+    if datetime.now(UTC) > opens - timedelta(seconds=4):
         raise RuntimeError("creating took too long; raise --lead-in")
     # Stay off the sandbox until the burst is over: reading arrivals takes its state lock.
     time.sleep(max(0.0, (opens - datetime.now(UTC)).total_seconds() + 2))
-    return measure(wait_arrivals(sandbox, class_id, n, 30), n, class_id, opens)
+    arrivals = wait_arrivals(sandbox, class_id, n, 30)
+    return measure(arrivals, n, class_id, opens) | split(api, created, arrivals, opens, stagger_ms)
 
 
 def run_legacy(
@@ -153,7 +180,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,50,200,1000")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--lead-in", type=float, default=15.0, help="qstash: s to the opening")
-    parser.add_argument("--stagger-ms", type=float, default=None, help="default: the app's")
+    parser.add_argument("--stagger-ms", type=float, default=0.01, help="QSTASH_FIRE_STAGGER_MS")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1100)
     parser.add_argument("--firing-line", default="true")
@@ -181,8 +208,7 @@ def main() -> int:
             "GUNICORN_WORKERS": str(args.workers),
             "GUNICORN_THREADS": str(args.threads),
         }
-        if args.stagger_ms is not None:
-            app_env["QSTASH_FIRE_STAGGER_MS"] = str(args.stagger_ms)
+        app_env["QSTASH_FIRE_STAGGER_MS"] = str(args.stagger_ms)
         q_env = base_env | {"QSTASH_DEV_RETRY_DELAY_SCALE": "1"}
         q_args = [python, "-m", "qstash_dev", "--port", str(qstash_port), "--quiet"]
         g_args = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
@@ -198,7 +224,7 @@ def main() -> int:
             for n in (int(s) for s in args.sizes.split(",")):
                 for run in range(args.runs):
                     if args.path == "qstash":
-                        result = run_qstash(api, sandbox, n, args.lead_in)
+                        result = run_qstash(api, sandbox, n, args.lead_in, args.stagger_ms)
                     else:
                         result = run_legacy(api, app_url, sandbox, n, rng)
                     result["run"] = run + 1
