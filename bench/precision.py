@@ -189,6 +189,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--lead-in", type=float, default=15.0, help="qstash: s to the opening")
     parser.add_argument("--stagger-ms", type=float, default=0.01, help="QSTASH_FIRE_STAGGER_MS")
+    parser.add_argument("--lead-seconds", type=float, default=3.0, help="QSTASH_LEAD_SECONDS")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1100)
     parser.add_argument("--firing-line", default="true")
@@ -217,6 +218,7 @@ def main() -> int:
             "GUNICORN_THREADS": str(args.threads),
         }
         app_env["QSTASH_FIRE_STAGGER_MS"] = str(args.stagger_ms)
+        app_env["QSTASH_LEAD_SECONDS"] = str(args.lead_seconds)
         q_env = base_env | {"QSTASH_DEV_RETRY_DELAY_SCALE": "1"}
         q_args = [python, "-m", "qstash_dev", "--port", str(qstash_port), "--quiet"]
         g_args = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
