@@ -103,7 +103,7 @@ Local stack is up (Ctrl-C stops everything):
 Tokens (local only, from instance/dev.env):
   export API_TOKEN={env["API_TOKEN"]}
   export CRON_SECRET={env["CRON_SECRET"]}
-  QSTASH_TOKEN={env.get("QSTASH_TOKEN", "(printed by the QStash server above)")}
+  QSTASH_TOKEN={env.get("QSTASH_TOKEN", DEV_QSTASH_TOKEN)}
 
 Try it:
   curl -s -X PUT {base}/api/sessions/ana@example.com -H "Authorization: Bearer $API_TOKEN" \\
