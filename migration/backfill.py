@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
+from flask_app.delivery import DLQ_MARK
 from flask_app.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.models import Prebooking
 from flask_app.scheduling import PublishPolicy, Skip, is_in_rollout, plan_publish
@@ -274,9 +275,8 @@ def _record_error(session_factory: Callable[[], Session], ids: list[str], error:
         session.commit()
 
 
-# Rows whose QStash deliveries died in the DLQ (`qstash reconcile-dlq` marks them with this prefix,
-# as flask_app.delivery.DLQ_MARK) are cron's now: re-publishing would repeat the failure.
-DLQ_MARK = "dlq: "
+# Rows whose QStash deliveries died in the DLQ (`qstash reconcile-dlq` marks them with DLQ_MARK)
+# are cron's now: re-publishing would repeat the failure.
 _UNPUBLISHED = and_(
     Prebooking.status == PENDING,
     Prebooking.qstash_message_id.is_(None),
@@ -344,30 +344,3 @@ def run_backfill(
         if summary.aborted:
             break
     return summary
-
-
-def policy_from_config(config: Mapping[str, Any]) -> PublishPolicy:
-    """The create path's PublishPolicy, from the app config (lead/max-delay knobs optional)."""
-    defaults = PublishPolicy(app_base_url=config["APP_BASE_URL"])
-    return PublishPolicy(
-        app_base_url=config["APP_BASE_URL"],
-        lead=_duration(config.get("QSTASH_LEAD_SECONDS"), defaults.lead),
-        max_delay=_duration(config.get("QSTASH_MAX_DELAY"), defaults.max_delay),
-    )
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(value: Any, default: timedelta) -> timedelta:
-    """A timedelta from a config value: timedelta, seconds (int/float/str) or '7d', '90m'."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    text = str(value).strip().lower()
-    if text and text[-1] in _UNITS:
-        return timedelta(seconds=float(text[:-1]) * _UNITS[text[-1]])
-    return timedelta(seconds=float(text))
