@@ -27,7 +27,7 @@ from flask_app.execution import Action, Attempt, abandon, get_executor
 from flask_app.gateway import Gateway, Message, QStashError, QStashUnavailable, get_gateway
 from flask_app.models import Prebooking
 from flask_app.prebooking import PrebookingStatus
-from flask_app.scheduling import EXECUTE_PATH, PublishPolicy, Skip, is_in_rollout, plan_publish
+from flask_app.scheduling import EXECUTE_PATH, PublishPolicy, Skip, plan_row
 from flask_app.schemas import describe
 from flask_app.tasks import run_arrival
 
@@ -110,20 +110,8 @@ def is_publishing(config: Mapping[str, Any]) -> bool:
 
 def plan_for(row: Prebooking, now: datetime, config: Mapping[str, Any]) -> Message | Skip:
     """The message for a pending prebooking, or why it gets none now."""
-    if row.status != PrebookingStatus.PENDING:
-        return Skip.NOT_PENDING
-    if row.qstash_message_id:
-        return Skip.ALREADY_PUBLISHED
-    if not is_in_rollout(row.user_email, int(config["QSTASH_ROLLOUT_PERCENT"])):
-        return Skip.NOT_IN_ROLLOUT
-    return plan_publish(
-        prebooking_id=row.id,
-        user_email=row.user_email,
-        available_at=row.available_at,
-        generation=row.qstash_generation,
-        now=now,
-        policy=policy_from(config),
-    )
+    rollout = int(config["QSTASH_ROLLOUT_PERCENT"])
+    return plan_row(row, now=now, policy=policy_from(config), rollout_percent=rollout)
 
 
 def publish_rows(

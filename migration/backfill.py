@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from flask_app.delivery import DLQ_MARK
 from flask_app.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.models import Prebooking
-from flask_app.scheduling import PublishPolicy, Skip, is_in_rollout, plan_publish
+from flask_app.scheduling import PublishPolicy, Skip, plan_row
 
 log = logging.getLogger(__name__)
 
@@ -108,38 +108,15 @@ def plan_backfill(
     """Decide, for each row, the create path's message or why there is none."""
     plan = Plan()
     for row in pending_rows:
-        planned = _plan_row(row, now, policy, rollout_percent, min_notice)
+        planned = plan_row(
+            row, now=now, policy=policy, rollout_percent=rollout_percent, min_notice=min_notice
+        )
         if isinstance(planned, Skip):
             plan.skipped[planned.value] += 1
         else:
             plan.publish.append((row.id, planned))
             plan.generations[row.id] = row.qstash_generation
     return plan
-
-
-def _plan_row(
-    row: PendingRow,
-    now: datetime,
-    policy: PublishPolicy,
-    rollout_percent: int,
-    min_notice: timedelta,
-) -> Message | Skip:
-    """One row's message, or the reason it gets none."""
-    if row.status != PENDING:
-        return Skip.NOT_PENDING
-    if row.qstash_message_id:
-        return Skip.ALREADY_PUBLISHED
-    if not is_in_rollout(row.user_email, rollout_percent):
-        return Skip.NOT_IN_ROLLOUT
-    return plan_publish(
-        prebooking_id=row.id,
-        user_email=row.user_email,
-        available_at=row.available_at,
-        generation=row.qstash_generation,
-        now=now,
-        policy=policy,
-        min_notice=min_notice,
-    )
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
