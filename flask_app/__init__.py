@@ -21,6 +21,7 @@ from flask_app import (
     execution,
     gateway,
     parity_cli,
+    periodic,
     qstash_cli,
     sessions,
     shim,
@@ -58,5 +59,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin.bp)
     migration.init_app(app)
     shim.init_app(app)
+    periodic.init_app(app)
     legacy_cron.init_app(app)
     return app

@@ -136,6 +136,9 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ["CLAIM_LEASE_SECONDS"]
         out["CLAIM_LEASE_SECONDS"] = parse_int("CLAIM_LEASE_SECONDS", raw, low=1)
     out.update(_qstash_timing(environ))
+    if "AIMHARDER_TIMEOUT_S" in environ:
+        raw = environ["AIMHARDER_TIMEOUT_S"]
+        out["AIMHARDER_TIMEOUT_S"] = parse_float("AIMHARDER_TIMEOUT_S", raw, low=0.5, high=60)
     for name, low in (("CRON_TICK_BUDGET_S", 1), ("CRON_STAGGER_MS", 0), ("CRON_BATCH_LIMIT", 1)):
         if name in environ:
             out[name] = parse_int(name, environ[name], low=low)

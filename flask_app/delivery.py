@@ -21,14 +21,15 @@ from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from flask_app import events
+from flask_app import events, metrics
 from flask_app.db import get_db
 from flask_app.execution import Action, Attempt, abandon, get_executor
-from flask_app.gateway import Gateway, Message, QStashError, get_gateway
+from flask_app.gateway import Gateway, Message, QStashError, QStashUnavailable, get_gateway
 from flask_app.models import Prebooking
 from flask_app.prebooking import PrebookingStatus
-from flask_app.scheduling import EXECUTE_PATH, PublishPolicy, Skip, is_in_rollout, plan_publish
+from flask_app.scheduling import EXECUTE_PATH, PublishPolicy, Skip, plan_row
 from flask_app.schemas import describe
+from flask_app.tasks import run_arrival
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +110,8 @@ def is_publishing(config: Mapping[str, Any]) -> bool:
 
 def plan_for(row: Prebooking, now: datetime, config: Mapping[str, Any]) -> Message | Skip:
     """The message for a pending prebooking, or why it gets none now."""
-    if row.status != PrebookingStatus.PENDING:
-        return Skip.NOT_PENDING
-    if row.qstash_message_id:
-        return Skip.ALREADY_PUBLISHED
-    if not is_in_rollout(row.user_email, int(config["QSTASH_ROLLOUT_PERCENT"])):
-        return Skip.NOT_IN_ROLLOUT
-    return plan_publish(
-        prebooking_id=row.id,
-        user_email=row.user_email,
-        available_at=row.available_at,
-        generation=row.qstash_generation,
-        now=now,
-        policy=policy_from(config),
-    )
+    rollout = int(config["QSTASH_ROLLOUT_PERCENT"])
+    return plan_row(row, now=now, policy=policy_from(config), rollout_percent=rollout)
 
 
 def publish_rows(
@@ -155,6 +144,8 @@ def _send(planned: list[tuple[Prebooking, Message]], gateway: Gateway, report: R
         answers = gateway.batch([msg for _, msg in planned])
     except QStashError as exc:
         log.warning("publishing %d prebooking(s) to QStash failed: %s", len(planned), exc)
+        kind = "unavailable" if isinstance(exc, QStashUnavailable) else "rejected"
+        metrics.publish_error(kind)
         for row, _ in planned:
             row.qstash_error = f"publish: {exc}"[:2000]
         report.errors += len(planned)
@@ -288,11 +279,10 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
     config = current_app.config
     message_id = headers.get("Upstash-Message-Id")
     retried = _as_int(headers.get("Upstash-Retried"))
-    executor = get_executor()
     if config["QSTASH_SHADOW"]:
-        seen = executor.observe(
+        seen = run_arrival(
             body.prebooking_id,
-            path="shadow",
+            "shadow",
             arrived_at=now,
             message_id=message_id,
             retried=retried,
@@ -309,9 +299,9 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
         )
     try:
         when, settle = _prepare(body.prebooking_id, config)
-        attempt = executor.attempt(
+        attempt = run_arrival(
             body.prebooking_id,
-            path="qstash",
+            "qstash",
             arrived_at=now,
             fire_at=when,
             message_id=message_id,

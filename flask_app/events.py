@@ -7,7 +7,8 @@ from blinker import Namespace
 _signals = Namespace()
 
 #: Sent once per arrival of a path at the execution core, after it finished, whatever happened.
-#: sender: the path name ("cron" | "qstash" | "shadow"); kwargs: attempt=Attempt.
+#: sender: the path name ("cron" | "qstash" | "shadow"); kwargs: attempt=Attempt, app=the Flask
+#: app whose executor ran it (observers run in worker threads, outside any app context).
 attempt_finished = _signals.signal("attempt-finished")
 
 #: Sent after a prebooking was created and committed. sender: the Flask app;

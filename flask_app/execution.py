@@ -247,6 +247,7 @@ class Executor:
     load_cookies: CookieLoader
     clock: Clock
     lease: timedelta = timedelta(seconds=60)
+    app: Any = None  # the Flask app it serves, passed to observers with every announcement
     line: FiringLine | None = None  # fire prepared requests from one thread (see firing.py)
 
     def attempt(
@@ -275,7 +276,7 @@ class Executor:
             retried=retried,
         )
         if not is_valid_id(prebooking_id):
-            _announce(base)
+            self._announce(base)
             return base
         with self.sessions() as session:
             now = self.clock.now()
@@ -285,7 +286,7 @@ class Executor:
             else:
                 won = replace(base, available_at=claimed.available_at, won=True)
                 attempt = self._execute(session, claimed, won, fire_at, settle_at)
-        _announce(attempt)
+        self._announce(attempt)
         return attempt
 
     def observe(
@@ -312,8 +313,16 @@ class Executor:
             base = replace(
                 base, action=Action.SHADOW, available_at=row.available_at, status=row.status
             )
-        _announce(base)
+        self._announce(base)
         return base
+
+    def _announce(self, attempt: Attempt) -> None:
+        # Observers must never break an execution: blinker would propagate their exceptions.
+        for receiver in events.attempt_finished.receivers_for(attempt.path):
+            try:
+                receiver(attempt.path, attempt=attempt, app=self.app)
+            except Exception:
+                log.exception("attempt_finished receiver %r failed", receiver)
 
     def _why_not(self, session: Session, base: Attempt) -> Attempt:
         row = session.get(Prebooking, base.prebooking_id)
@@ -448,15 +457,6 @@ def _form(booking_data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _announce(attempt: Attempt) -> None:
-    # Observers must never break an execution: blinker would propagate their exceptions.
-    for receiver in events.attempt_finished.receivers_for(attempt.path):
-        try:
-            receiver(attempt.path, attempt=attempt)
-        except Exception:
-            log.exception("attempt_finished receiver %r failed", receiver)
-
-
 _EXT = "executor"
 
 
@@ -487,6 +487,7 @@ def init_app(app: Any) -> None:
         load_cookies=load_cookies,
         clock=clock,
         lease=timedelta(seconds=app.config["CLAIM_LEASE_SECONDS"]),
+        app=app,
         line=FiringLine(clock) if app.config.get("AIMHARDER_FIRING_LINE", True) else None,
     )
 

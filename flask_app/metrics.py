@@ -1,6 +1,6 @@
 """Prometheus metrics: one registry per app (tests build many apps), served at /metrics.
 
-Other modules report through two functions, callable with or without an app context:
+Other modules report through two functions, given the app or inside an app context:
 `webhook_response(status)` after answering a QStash delivery, and `publish_error(kind)` when
 publishing to QStash failed. Arrivals are counted by the comparison module (`record_arrival`).
 
@@ -11,7 +11,6 @@ one worker; run one worker, or scrape each one (prometheus-client's multiprocess
 from __future__ import annotations
 
 import logging
-import weakref
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
@@ -26,8 +25,6 @@ _EXT = "metrics"
 LATENESS_BUCKETS_S = tuple(edge / 1000 for edge in LATENESS_EDGES_MS) + (float("inf"),)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-_last_app: weakref.ref[Flask] | None = None
 
 
 class Metrics:
@@ -67,6 +64,10 @@ class Metrics:
             "qstash_webhook_responses", "Responses to QStash deliveries, by HTTP status.",
             ["status"], registry=r,
         )  # fmt: skip
+        self.task_runs = Counter(
+            "prebooking_task_runs", "Runs of the prebooking.execute shim task, by path and state.",
+            ["path", "state"], registry=r,
+        )  # fmt: skip
         self.publish_errors = Counter(
             "qstash_publish_errors", "Failed publishes to QStash, by kind.",
             ["kind"], registry=r,
@@ -95,23 +96,17 @@ class Metrics:
 
 def init_app(app: Flask) -> None:
     """Give the app its own registry."""
-    global _last_app
     app.extensions[_EXT] = Metrics()
-    _last_app = weakref.ref(app)
 
 
 def owning_app(app: Flask | None = None) -> Flask | None:
-    """The app to report to: the given one, the current one, else the last one initialised.
-
-    Signals carry no app; code running outside an app context (a worker thread) still needs
-    one. A process serves one app in production, so the last one initialised is that app.
-    """
+    """The app to report to: the given one, else the current one (None outside both)."""
     if app is not None:
         return app
     if has_app_context():
         found: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         return found
-    return _last_app() if _last_app is not None else None
+    return None
 
 
 def get_metrics(app: Flask | None = None) -> Metrics | None:

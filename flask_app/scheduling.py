@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from flask_app.gateway import Message
 
@@ -87,4 +88,47 @@ def plan_publish(
         retry_delay=policy.retry_delay,
         timeout_s=policy.timeout_s,
         label="prebooking",
+    )
+
+
+class Publishable(Protocol):
+    """What planning needs of a prebooking (an ORM row or a lighter snapshot)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def user_email(self) -> str: ...
+    @property
+    def available_at(self) -> datetime: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def qstash_message_id(self) -> str | None: ...
+    @property
+    def qstash_generation(self) -> int: ...
+
+
+def plan_row(
+    row: Publishable,
+    *,
+    now: datetime,
+    policy: PublishPolicy,
+    rollout_percent: int,
+    min_notice: timedelta = timedelta(0),
+) -> Message | Skip:
+    """One prebooking's message, or why it gets none: the rule create, relay and backfill share."""
+    if row.status != "pending":
+        return Skip.NOT_PENDING
+    if row.qstash_message_id:
+        return Skip.ALREADY_PUBLISHED
+    if not is_in_rollout(row.user_email, rollout_percent):
+        return Skip.NOT_IN_ROLLOUT
+    return plan_publish(
+        prebooking_id=row.id,
+        user_email=row.user_email,
+        available_at=row.available_at,
+        generation=row.qstash_generation,
+        now=now,
+        policy=policy,
+        min_notice=min_notice,
     )

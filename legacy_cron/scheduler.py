@@ -23,10 +23,12 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from flask_app import delivery
 from flask_app.db import get_db
-from flask_app.execution import Action, Attempt, Executor, get_executor
+from flask_app.execution import Action, Attempt, get_executor
 from flask_app.models import Prebooking
 from flask_app.prebooking import PrebookingStatus
+from flask_app.tasks import run_arrival
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +153,14 @@ class TickReport:
     deferred: int = 0
     errors: int = 0
     running: int = 0
+    relayed: int = 0
     duration_ms: int = 0
     attempts: list[Attempt] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The response body: counts only, never per-prebooking details."""
         counts = ("due", "claimed", "recovered", "booked", "failed", "lost_claim", "released")
-        more = ("deferred", "errors", "running", "duration_ms", "tick_id")
+        more = ("deferred", "errors", "running", "relayed", "duration_ms", "tick_id")
         return {"ran": True} | {name: getattr(self, name) for name in counts + more}
 
 
@@ -232,16 +235,32 @@ def run_tick(app: Flask, *, now: datetime | None = None) -> TickReport:
         raise TickUnavailable("could not read due prebookings from the database") from exc
     plan = plan_tick(candidates, started_at, settings)
     report.due, report.deferred = len(candidates), len(plan.deferred)
-    results = _run_launches(app, executor, plan.launches, started_at, started + _s(settings.budget))
+    results = _run_launches(app, plan.launches, started_at, started + _s(settings.budget))
     tally(report, plan.launches, results)
+    report.relayed = relay_to_qstash(app, started_at)
     report.duration_ms = round((time.monotonic() - started) * 1000)
     log.info("cron tick %s: %s", report.tick_id, report.to_json())
     return report
 
 
+def relay_to_qstash(app: Flask, now: datetime) -> int:
+    """Hand QStash the pending prebookings that came within its reach (while cron still ticks).
+
+    The relay also runs as a QStash schedule (flask_app.periodic); here it is a free extra.
+    Its failures never fail the tick.
+    """
+    if not delivery.is_publishing(app.config):
+        return 0
+    try:
+        with app.app_context(), get_db(app).session() as session:
+            return delivery.relay(session, now).published
+    except Exception:
+        log.warning("relay from the cron tick failed", exc_info=True)
+        return 0
+
+
 def _run_launches(
     app: Flask,
-    executor: Executor,
     launches: Sequence[Launch],
     arrived_at: datetime,
     deadline: float,
@@ -254,8 +273,8 @@ def _run_launches(
     def run(i: int, launch: Launch) -> None:
         try:
             with app.app_context():
-                results[i] = executor.attempt(
-                    launch.candidate.id, path=PATH, arrived_at=arrived_at, fire_at=launch.fire_at
+                results[i] = run_arrival(
+                    launch.candidate.id, PATH, arrived_at=arrived_at, fire_at=launch.fire_at
                 )
         except Exception as exc:  # one bad prebooking must not sink the tick
             log.warning("cron attempt %s raised", launch.candidate.id, exc_info=True)

@@ -20,20 +20,19 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
-from flask_app import gateway
+from flask_app import delivery, gateway
 from flask_app.db import get_db
 from migration.backfill import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_NOTICE,
     Summary,
     count_unpublished,
-    policy_from_config,
     run_backfill,
 )
 from migration.rollback import RollbackSummary, count_outstanding, run_rollback
 from migration.status import collect_status
 
-__all__ = ["cli", "gateway_for", "init_app", "policy_from_config"]
+__all__ = ["cli", "init_app"]
 
 SHOW_LINES = 20  # a dry run lists this many planned rows, then counts the rest
 
@@ -43,13 +42,6 @@ cli = AppGroup("migration", help="Move pending prebookings onto QStash (backfill
 def init_app(app: Flask) -> None:
     """Register the `migration` command group."""
     app.cli.add_command(cli)
-
-
-def gateway_for(app: Flask) -> gateway.Gateway:
-    """The app's Gateway, created on first use if create_app did not wire one."""
-    if "qstash" not in app.extensions:
-        gateway.init_app(app)
-    return gateway.get_gateway(app)
 
 
 def _session_factory(app: Flask) -> Callable[[], Session]:
@@ -110,9 +102,9 @@ def backfill_command(dry_run: bool, batch_size: int, min_notice: float | None, f
     with _progress(total, "backfill") as bar:
         summary = run_backfill(
             session_factory=factory,
-            gateway=gateway_for(app),
+            gateway=gateway.get_gateway(app),
             clock=lambda: datetime.now(UTC),
-            policy=policy_from_config(app.config),
+            policy=delivery.policy_from(app.config),
             rollout_percent=int(app.config.get("QSTASH_ROLLOUT_PERCENT", 100)),
             min_notice=_min_notice(app, min_notice),
             batch_size=batch_size,
@@ -173,7 +165,7 @@ def rollback_command(dry_run: bool, batch_size: int) -> None:
     with _progress(total, "rollback") as bar:
         summary = run_rollback(
             session_factory=factory,
-            gateway=gateway_for(app),
+            gateway=gateway.get_gateway(app),
             chunk_size=batch_size,
             dry_run=dry_run,
             progress=bar,
@@ -210,7 +202,7 @@ def status_command(fmt: str, min_notice: float | None) -> None:
     counts = collect_status(
         session_factory=_session_factory(app),
         now=datetime.now(UTC),
-        policy=policy_from_config(app.config),
+        policy=delivery.policy_from(app.config),
         rollout_percent=int(app.config.get("QSTASH_ROLLOUT_PERCENT", 100)),
         min_notice=_min_notice(app, min_notice),
     )

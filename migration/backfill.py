@@ -19,9 +19,10 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
+from flask_app.delivery import DLQ_MARK
 from flask_app.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.models import Prebooking
-from flask_app.scheduling import PublishPolicy, Skip, is_in_rollout, plan_publish
+from flask_app.scheduling import PublishPolicy, Skip, plan_row
 
 log = logging.getLogger(__name__)
 
@@ -107,38 +108,15 @@ def plan_backfill(
     """Decide, for each row, the create path's message or why there is none."""
     plan = Plan()
     for row in pending_rows:
-        planned = _plan_row(row, now, policy, rollout_percent, min_notice)
+        planned = plan_row(
+            row, now=now, policy=policy, rollout_percent=rollout_percent, min_notice=min_notice
+        )
         if isinstance(planned, Skip):
             plan.skipped[planned.value] += 1
         else:
             plan.publish.append((row.id, planned))
             plan.generations[row.id] = row.qstash_generation
     return plan
-
-
-def _plan_row(
-    row: PendingRow,
-    now: datetime,
-    policy: PublishPolicy,
-    rollout_percent: int,
-    min_notice: timedelta,
-) -> Message | Skip:
-    """One row's message, or the reason it gets none."""
-    if row.status != PENDING:
-        return Skip.NOT_PENDING
-    if row.qstash_message_id:
-        return Skip.ALREADY_PUBLISHED
-    if not is_in_rollout(row.user_email, rollout_percent):
-        return Skip.NOT_IN_ROLLOUT
-    return plan_publish(
-        prebooking_id=row.id,
-        user_email=row.user_email,
-        available_at=row.available_at,
-        generation=row.qstash_generation,
-        now=now,
-        policy=policy,
-        min_notice=min_notice,
-    )
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -274,9 +252,8 @@ def _record_error(session_factory: Callable[[], Session], ids: list[str], error:
         session.commit()
 
 
-# Rows whose QStash deliveries died in the DLQ (`qstash reconcile-dlq` marks them with this prefix,
-# as flask_app.delivery.DLQ_MARK) are cron's now: re-publishing would repeat the failure.
-DLQ_MARK = "dlq: "
+# Rows whose QStash deliveries died in the DLQ (`qstash reconcile-dlq` marks them with DLQ_MARK)
+# are cron's now: re-publishing would repeat the failure.
 _UNPUBLISHED = and_(
     Prebooking.status == PENDING,
     Prebooking.qstash_message_id.is_(None),
@@ -344,30 +321,3 @@ def run_backfill(
         if summary.aborted:
             break
     return summary
-
-
-def policy_from_config(config: Mapping[str, Any]) -> PublishPolicy:
-    """The create path's PublishPolicy, from the app config (lead/max-delay knobs optional)."""
-    defaults = PublishPolicy(app_base_url=config["APP_BASE_URL"])
-    return PublishPolicy(
-        app_base_url=config["APP_BASE_URL"],
-        lead=_duration(config.get("QSTASH_LEAD_SECONDS"), defaults.lead),
-        max_delay=_duration(config.get("QSTASH_MAX_DELAY"), defaults.max_delay),
-    )
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _duration(value: Any, default: timedelta) -> timedelta:
-    """A timedelta from a config value: timedelta, seconds (int/float/str) or '7d', '90m'."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    text = str(value).strip().lower()
-    if text and text[-1] in _UNITS:
-        return timedelta(seconds=float(text[:-1]) * _UNITS[text[-1]])
-    return timedelta(seconds=float(text))

@@ -19,6 +19,9 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DEV_ENV = ROOT / "instance" / "dev.env"
 PY = sys.executable
@@ -100,7 +103,7 @@ Local stack is up (Ctrl-C stops everything):
 Tokens (local only, from instance/dev.env):
   export API_TOKEN={env["API_TOKEN"]}
   export CRON_SECRET={env["CRON_SECRET"]}
-  QSTASH_TOKEN={env.get("QSTASH_TOKEN", "(printed by the QStash server above)")}
+  QSTASH_TOKEN={env.get("QSTASH_TOKEN", DEV_QSTASH_TOKEN)}
 
 Try it:
   curl -s -X PUT {base}/api/sessions/ana@example.com -H "Authorization: Bearer $API_TOKEN" \\
@@ -113,12 +116,27 @@ Try it:
 """
 
 
+def _stop_on_sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # `make run` stopped by SIGTERM cleans up like Ctrl-C
+
+
+def _die_with_parent() -> None:
+    # Linux: children get SIGTERM if this runner dies without cleaning up (e.g. SIGKILL).
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     env = stack_env()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, argv in commands(env).items():
-            procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env)
+            procs[name] = subprocess.Popen(argv, cwd=ROOT, env=env, preexec_fn=_die_with_parent)
             if name == "app":
                 wait_healthy(env["APP_BASE_URL"] + "/api/health")
         print(banner(env), flush=True)

@@ -227,7 +227,7 @@ def test_shadow_mode_records_the_delivery_and_books_nothing(
 ):
     app.config["QSTASH_SHADOW"] = True
     seen = []
-    with events.attempt_finished.connected_to(lambda s, attempt: seen.append(attempt)):
+    with events.attempt_finished.connected_to(lambda s, attempt, **_: seen.append(attempt)):
         resp = deliver(client, body_for(due))
     assert resp.status_code == 200 and resp.json["shadow"] is True
     assert [(a.path, a.action.value, a.message_id) for a in seen] == [("shadow", "shadow", "msg_1")]
@@ -244,7 +244,7 @@ def test_disabled_path_answers_200_and_books_nothing(app, client, session, due, 
 
 def test_arrivals_report_message_id_and_retry_count(client, due):
     seen = []
-    with events.attempt_finished.connected_to(lambda s, attempt: seen.append(attempt)):
+    with events.attempt_finished.connected_to(lambda s, attempt, **_: seen.append(attempt)):
         deliver(client, body_for(due), message_id="msg_9", retried=2)
     assert (seen[0].message_id, seen[0].retried) == ("msg_9", 2)
 

@@ -38,3 +38,19 @@ def test_blank_strings_mean_unset():
 def test_claim_lease_must_be_positive():
     with pytest.raises(ConfigError, match="CLAIM_LEASE_SECONDS must be at least 1"):
         settings_from_env({"CLAIM_LEASE_SECONDS": "0"})
+
+
+def test_aimharder_timeout_is_read_from_the_environment():
+    assert settings_from_env({"AIMHARDER_TIMEOUT_S": "2.5"})["AIMHARDER_TIMEOUT_S"] == 2.5
+    with pytest.raises(ConfigError, match="AIMHARDER_TIMEOUT_S"):
+        settings_from_env({"AIMHARDER_TIMEOUT_S": "0"})
+
+
+def test_shim_max_delay_follows_the_service_setting(app_config):
+    from datetime import timedelta
+
+    from flask_app import create_app
+
+    app = create_app(app_config | {"QSTASH_MAX_DELAY": timedelta(days=365)})
+    assert app.extensions["celery"].conf.qstash_max_delay_s == 365 * 86400
+    app.extensions["db"].engine.dispose()

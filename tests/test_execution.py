@@ -179,10 +179,10 @@ def test_shadow_arrivals_are_observed_not_executed(app, session, due, booking_cl
 def test_every_arrival_is_announced_and_a_broken_observer_breaks_nothing(app, session, due):
     seen = []
 
-    def observer(sender, attempt):
-        seen.append((sender, attempt.action))
+    def observer(sender, attempt, app):
+        seen.append((sender, attempt.action, app))
 
-    def broken(sender, attempt):
+    def broken(sender, attempt, app):
         raise RuntimeError("observer bug")
 
     with (
@@ -192,7 +192,7 @@ def test_every_arrival_is_announced_and_a_broken_observer_breaks_nothing(app, se
         executor = get_executor(app)
         executor.attempt(due.id, path="qstash")
         executor.attempt(due.id, path="cron")
-    assert seen == [("qstash", Action.EXECUTED), ("cron", Action.LOST_CLAIM)]
+    assert seen == [("qstash", Action.EXECUTED, app), ("cron", Action.LOST_CLAIM, app)]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from flask_app import delivery, signature
+from flask_app import delivery, metrics, signature
 from flask_app.errors import error
 from flask_app.execution import get_executor
 from flask_app.scheduling import EXECUTE_PATH
@@ -48,3 +48,9 @@ def prebooking_execute() -> tuple[Response, int]:
     response = jsonify(reply.body)
     response.headers.update(reply.headers)
     return response, reply.status
+
+
+@bp.after_request
+def _count_response(response: Response) -> Response:
+    metrics.webhook_response(response.status_code)
+    return response

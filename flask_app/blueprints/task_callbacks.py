@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from flask_app import metrics
 from flask_app.shim import delivery
 from flask_app.shim.flask import get_celery
 from flask_app.signature import InvalidSignature, verify
@@ -39,3 +40,9 @@ def run_task(task_name: str) -> ResponseReturnValue:
     )
     headers = {"Upstash-NonRetryable-Error": "true"} if answer.non_retryable else {}
     return jsonify(answer.body), answer.status, headers
+
+
+@bp.after_request
+def _count_response(response: Response) -> Response:
+    metrics.webhook_response(response.status_code)
+    return response

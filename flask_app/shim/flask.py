@@ -32,6 +32,10 @@ def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
     for key, setting in _FLASK_KEYS.items():
         # The Flask config is the source of truth once bound (tests create many apps).
         settings[setting] = flask_app.config.get(key, settings.get(setting, DEFAULTS[setting]))
+    max_delay = flask_app.config.get("QSTASH_MAX_DELAY")
+    if "QSTASH_MAX_DELAY_S" not in flask_app.config and max_delay is not None:
+        # One knob for the whole service: the QStash path's QSTASH_MAX_DELAY (a timedelta).
+        settings["qstash_max_delay_s"] = max_delay.total_seconds()
     celery.conf.update(settings)
     celery.flask_app = flask_app
     if "qstash" not in flask_app.extensions:

@@ -184,7 +184,7 @@ def test_shadow_deliveries_are_verified_and_recorded_and_book_nothing(
     client = live_app.test_client()
     store_cookies(client)
     seen = []
-    with events.attempt_finished.connected_to(lambda sender, attempt: seen.append(attempt)):
+    with events.attempt_finished.connected_to(lambda sender, attempt, **_: seen.append(attempt)):
         created = create(client, datetime.now(UTC) + timedelta(seconds=1.2))
         assert created["qstash_message_id"]
         assert qstash_server.wait_idle(timeout=10)

@@ -131,6 +131,7 @@ def test_tally_counts_every_kind_of_result():
         "deferred": 0,
         "errors": 1,
         "running": 1,
+        "relayed": 0,
         "duration_ms": 0,
         "tick_id": "t",
     }

@@ -12,14 +12,20 @@ import pytest
 from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
-from flask_app.gateway import Gateway, Message, Published, QStashRejected, QStashUnavailable
-from migration import gateway_for as get_gateway
+from flask_app.delivery import policy_from
+from flask_app.gateway import (
+    Gateway,
+    Message,
+    Published,
+    QStashRejected,
+    QStashUnavailable,
+    get_gateway,
+)
 from migration.backfill import (
     PendingRow,
     Summary,
     apply_plan,
     plan_backfill,
-    policy_from_config,
     run_backfill,
 )
 from tests.migration.conftest import APP_BASE_URL, rows_by_id, seed
@@ -66,7 +72,7 @@ def backfill(app: Any, gateway: Any = None, **kwargs: Any) -> Summary:
         "session_factory": get_db(app).sessions,
         "gateway": gateway or get_gateway(app),
         "clock": lambda: datetime.now(UTC),
-        "policy": policy_from_config(app.config),
+        "policy": policy_from(app.config),
         "rollout_percent": 100,
         "batch_size": 5,
     } | kwargs
@@ -106,7 +112,7 @@ def test_each_message_carries_the_prebooking_id_as_its_deduplication_id(app, run
     [(_, msg)] = plan_backfill(
         [PendingRow(pid, row.user_email, row.available_at)],
         datetime.now(UTC),
-        policy_from_config(app.config),
+        policy_from(app.config),
         100,
     ).publish
     again = get_gateway(app).publish(msg)
@@ -210,7 +216,7 @@ def test_a_prebooking_cancelled_while_its_batch_is_in_flight_gets_its_message_ca
 ):
     ids = seed(session, 3)
     rows = [PendingRow(r.id, r.user_email, r.available_at) for r in rows_by_id(session).values()]
-    plan = plan_backfill(rows, datetime.now(UTC), policy_from_config(app.config), 100)
+    plan = plan_backfill(rows, datetime.now(UTC), policy_from(app.config), 100)
     rows_by_id(session)[ids[0]].status = "cancelled"
     session.commit()
     summary = apply_plan(plan, get_gateway(app), get_db(app).sessions, batch_size=10)

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from flask_app.delivery import policy_from
 from flask_app.scheduling import PublishPolicy, deduplication_id, is_in_rollout, plan_publish
-from migration.backfill import PendingRow, plan_backfill, policy_from_config
+from migration.backfill import PendingRow, plan_backfill
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 POLICY = PublishPolicy(app_base_url="https://app.example.com")
@@ -105,26 +106,14 @@ def test_a_mixed_page_is_counted_by_reason_and_keeps_row_order():
     assert dict(plan.skipped) == {"due": 1, "beyond_max_delay": 1, "already_published": 1}
 
 
-def test_policy_from_config_uses_the_defaults_without_the_knobs():
-    assert policy_from_config({"APP_BASE_URL": "https://x.example"}) == PublishPolicy(
-        app_base_url="https://x.example"
-    )
+def test_backfill_uses_the_create_paths_policy():
+    from flask_app.config import Defaults
 
-
-@pytest.mark.parametrize(
-    ("lead", "max_delay", "expected_lead", "expected_max"),
-    [
-        (5, 86400, timedelta(seconds=5), timedelta(days=1)),
-        ("2", "7d", timedelta(seconds=2), timedelta(days=7)),
-        (1.5, "90m", timedelta(seconds=1.5), timedelta(minutes=90)),
-        (timedelta(seconds=4), timedelta(hours=12), timedelta(seconds=4), timedelta(hours=12)),
-    ],
-)
-def test_policy_from_config_reads_lead_and_max_delay(lead, max_delay, expected_lead, expected_max):
     config = {
-        "APP_BASE_URL": "https://x",
-        "QSTASH_LEAD_SECONDS": lead,
-        "QSTASH_MAX_DELAY": max_delay,
+        "APP_BASE_URL": "https://x.example",
+        "QSTASH_LEAD_SECONDS": 5,
+        "QSTASH_MAX_DELAY": Defaults.QSTASH_MAX_DELAY,
     }
-    policy = policy_from_config(config)
-    assert (policy.lead, policy.max_delay) == (expected_lead, expected_max)
+    assert policy_from(config) == PublishPolicy(
+        app_base_url="https://x.example", lead=timedelta(seconds=5), max_delay=timedelta(days=7)
+    )

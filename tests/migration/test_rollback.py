@@ -9,8 +9,7 @@ import pytest
 from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
-from flask_app.gateway import QStashUnavailable
-from migration import gateway_for
+from flask_app.gateway import QStashUnavailable, get_gateway
 from migration.rollback import run_rollback
 from tests.migration.conftest import rows_by_id, seed
 
@@ -111,7 +110,7 @@ def test_a_chunk_qstash_cannot_cancel_keeps_its_ids_for_a_rerun(app, runner, ses
     summary = run_rollback(session_factory=get_db(app).sessions, gateway=Down())
     assert (summary.failed, summary.cleared) == (3, 0)
     assert all(r.qstash_message_id for r in rows_by_id(session).values())
-    summary = run_rollback(session_factory=get_db(app).sessions, gateway=gateway_for(app))
+    summary = run_rollback(session_factory=get_db(app).sessions, gateway=get_gateway(app))
     assert (summary.cancelled, summary.cleared) == (3, 3)
 
 
