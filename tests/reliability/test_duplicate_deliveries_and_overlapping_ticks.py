@@ -212,10 +212,13 @@ def check(
 ) -> None:
     engine = create_engine(db_url)
     with engine.connect() as conn:
-        rows = conn.execute(select(Prebooking.status, Prebooking.executed_by)).all()
+        rows = conn.execute(
+            select(Prebooking.status, Prebooking.executed_by, Prebooking.error_message)
+        ).all()
     engine.dispose()
-    assert Counter(status for status, _ in rows) == {"completed": len(created)}, "one was lost"
-    by = Counter(executed_by for _, executed_by in rows)
+    why = Counter((status, by, error) for status, by, error in rows if status != "completed")
+    assert Counter(status for status, _, _ in rows) == {"completed": len(created)}, why
+    by = Counter(executed_by for _, executed_by, _ in rows)
     assert by["cron"] >= len(plan.cron_only) and by["qstash"] >= len(plan.rollout)
     bookings = Counter((b["user"], b["class_id"]) for b in sandbox.bookings())
     wanted = {(cookie_of(email), class_id) for email, class_id in created}
