@@ -164,6 +164,7 @@ class Cluster:
     port: int
     socket_dir: Path
     log: Path
+    max_connections: int = 100
 
     @property
     def admin_url(self) -> str:
@@ -171,7 +172,10 @@ class Cluster:
 
     def _pg_ctl(self, *args: str) -> None:
         cmd = [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60"]
-        opts = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+        opts = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+            f" -c max_connections={self.max_connections}"
+        )
         _as_postgres([*cmd, "-o", opts, *args])
 
     def start(self) -> None:
@@ -192,7 +196,7 @@ def _as_postgres(cmd: list[str]) -> None:
 
 
 @contextmanager
-def private_cluster() -> Iterator[Cluster]:
+def private_cluster(max_connections: int = 100) -> Iterator[Cluster]:
     """initdb into a temp dir, start on a free port, stop and delete afterwards."""
     if not (PG_BIN / "initdb").exists():
         pytest.fail(f"this scenario needs the PostgreSQL 15 server binaries in {PG_BIN}")
@@ -202,7 +206,7 @@ def private_cluster() -> Iterator[Cluster]:
     base.chmod(0o755)
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
-    cluster = Cluster(base / "data", free_port(), base, base / "postgres.log")
+    cluster = Cluster(base / "data", free_port(), base, base / "postgres.log", max_connections)
     _as_postgres(
         [str(PG_BIN / "initdb"), "-D", str(cluster.data), "-U", "postgres", "-A", "trust", "-N"]
     )

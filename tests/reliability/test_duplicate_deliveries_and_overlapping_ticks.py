@@ -6,7 +6,8 @@ every half second; the app runs under gunicorn with two workers on PostgreSQL.
 Must hold: zero double bookings and zero lost prebookings: every prebooking ends completed,
 booked exactly once at the AimHarder sandbox, asked exactly once, and never before its window.
 
-The 1,000-prebooking run is `make reliability`; a 100-prebooking run is in `make test`.
+The 1,000-prebooking run is `make reliability`; a 100-prebooking run is in `make test`. Both
+run on a private PostgreSQL cluster (see `stack.private_cluster`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.reliability.stack import (
     app_env,
     free_port,
     gunicorn,
+    private_cluster,
     private_database,
     wait_until,
 )
@@ -158,8 +160,11 @@ class Ticker:
 def run_scenario(count: int, tmp_path: Any, fernet_key: str, lead_s: float) -> None:
     port = free_port()
     app_url = f"http://127.0.0.1:{port}"
+    # A private cluster: two workers may open 2 × 50 pooled connections, the shared
+    # cluster's whole max_connections (other engineers' tests use it).
     with (
-        private_database() as db_url,
+        private_cluster(max_connections=250) as cluster,
+        private_database(cluster.admin_url) as db_url,
         run_server(retry_delay_scale=0.01) as srv,
         run_sandbox() as sandbox,
     ):
