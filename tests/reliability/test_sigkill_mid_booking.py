@@ -65,7 +65,6 @@ def stack(tmp_path, fernet_key):
 
 def status_of(engine, prebooking_id):
     with engine.connect() as conn:
-        row = conn.get(Prebooking, prebooking_id) if False else None  # noqa: F841
         found = conn.execute(
             Prebooking.__table__.select().where(Prebooking.__table__.c.id == prebooking_id)
         ).one()
