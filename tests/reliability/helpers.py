@@ -89,7 +89,9 @@ class Recorder:
         import io
 
         environ["wsgi.input"] = io.BytesIO(raw)
-        headers = {k[5:].replace("_", "-").title(): v for k, v in environ.items() if k[:5] == "HTTP_"}
+        headers = {
+            k[5:].replace("_", "-").title(): v for k, v in environ.items() if k[:5] == "HTTP_"
+        }
         status: list[int] = []
 
         def start(code: str, *args: Any) -> Any:

@@ -95,9 +95,7 @@ def test_a_5xx_that_outlasts_qstash_retries_goes_to_cron_via_the_dlq_and_books_o
 
 
 @pytest.mark.parametrize("mode", ["error_500", "timeout"])
-def test_a_cron_tick_hit_by_a_fault_releases_and_the_next_tick_books_once(
-    live_app, sandbox, mode
-):
+def test_a_cron_tick_hit_by_a_fault_releases_and_the_next_tick_books_once(live_app, sandbox, mode):
     client = live_app.test_client()
     live_app.config["QSTASH_ENABLED"] = False  # the cron path alone
     store_cookies(client, EMAIL)

@@ -242,9 +242,9 @@ def check(
     assert set(ticker.statuses) == {200} and ticker.statuses.total() >= CONCURRENT_TICKS
     assert ticker.totals["errors"] == 0, ticker.totals
     # A launch still booking when its tick answered is reported as running, not booked.
-    assert ticker.totals["booked"] <= by["cron"] <= ticker.totals["booked"] + ticker.totals[
-        "running"
-    ], (ticker.totals, by)
+    assert (
+        ticker.totals["booked"] <= by["cron"] <= ticker.totals["booked"] + ticker.totals["running"]
+    ), (ticker.totals, by)
 
 
 @pytest.mark.slow

@@ -98,7 +98,8 @@ def test_signed_task_deliveries_never_answer_5xx(app, client, name, raw):
     method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
     query=st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3),
     raw=st.binary(max_size=100),
-    token=st.sampled_from([CRON_SECRET, "", "wrong"]) | st.from_regex(r"[ -~]{0,20}", fullmatch=True),
+    token=st.sampled_from([CRON_SECRET, "", "wrong"])
+    | st.from_regex(r"[ -~]{0,20}", fullmatch=True),
     slash=st.booleans(),
 )
 def test_cron_endpoint_never_answers_5xx(client, method, query, raw, token, slash):

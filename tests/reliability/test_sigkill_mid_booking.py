@@ -111,8 +111,13 @@ def run(stack, *, after_aimharder_booked):
     def tick_recovers():
         reply = http.post(CRON_URL, headers=CRON_AUTH)
         assert reply.status_code == 200, reply.text
-        recovered.update({k: v + recovered.get(k, 0) for k, v in reply.json().items()
-                          if k in ("recovered", "booked")})
+        recovered.update(
+            {
+                k: v + recovered.get(k, 0)
+                for k, v in reply.json().items()
+                if k in ("recovered", "booked")
+            }
+        )
         return recovered.get("booked", 0) >= 1
 
     wait_until(tick_recovers, "a cron tick to recover the claim", timeout_s=30, every_s=0.5)
