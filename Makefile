@@ -29,7 +29,12 @@ chromium:
 ## test: the same set-up, then the whole suite; non-zero on any failure
 test: $(STAMP) postgres chromium
 	$(PY) -m flask --app wsgi db upgrade
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
+
+## reliability: the large fault scenarios (docs/reliability.md); not part of `make test`
+reliability: $(STAMP) postgres
+	$(PY) -m flask --app wsgi db upgrade
+	$(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from flask_app import events
@@ -347,6 +348,8 @@ class Executor:
     ) -> Attempt:
         try:
             cookies = self.load_cookies(session, claimed.user_email)
+        except SQLAlchemyError as exc:  # the database, not the row: hand it back for a retry
+            return self._release_unsent(session, claimed, won, exc)
         except Exception as exc:  # a tampered or undecryptable row: fail it, say why
             log.warning("session of prebooking %s unusable: %s", claimed.id, exc)
             cookies, reason = None, f"stored AimHarder session is unusable: {exc}"
@@ -394,6 +397,27 @@ class Executor:
             log.exception("preparing the booking request failed; booking via httpx")
             return None
         return prepared
+
+    def _release_unsent(
+        self, session: Session, claimed: Claimed, won: Attempt, exc: SQLAlchemyError
+    ) -> Attempt:
+        """Give back a claim whose execution hit a database error before anything was sent.
+
+        If the release cannot be written either, the lease expires and recovery takes it.
+        """
+        log.warning("prebooking %s: database error before sending: %s", claimed.id, exc)
+        session.rollback()
+        try:
+            release(session, claimed, keep_sent_mark=True, now=self.clock.now())
+        except SQLAlchemyError:
+            session.rollback()
+        message = f"database unavailable before sending: {type(exc).__name__}"
+        return replace(
+            won,
+            action=Action.RELEASED,
+            status=PrebookingStatus.PENDING,
+            detail={"request_sent": False, "uncertain": False, "message": message},
+        )
 
     def _confirmed(self, session: Session, claimed: Claimed, won: Attempt) -> Attempt:
         result = BookingResult(

@@ -75,10 +75,16 @@ class Broker:
         next_key: str,
         store: Store | None = None,
         retry_delay_scale: float = 1.0,
+        clock_offset_s: float = 0.0,
     ) -> None:
-        """Create a stopped broker; `start()` loads persisted state and begins delivering."""
+        """Create a stopped broker; `start()` loads persisted state and begins delivering.
+
+        clock_offset_s: how far this server's clock runs ahead (negative: behind) of the real
+        one, as seen in the iat/nbf/exp of the signatures (to test receivers' clock skew).
+        """
         self.current_key, self.next_key = current_key, next_key
         self.retry_delay_scale = retry_delay_scale
+        self.clock_offset_s = clock_offset_s
         self._store = store or Store()
         self._lock = threading.RLock()
         self._messages: dict[str, Message] = {}
@@ -280,7 +286,8 @@ class Broker:
         if spec.content_type:
             headers["Content-Type"] = spec.content_type
         headers.update(self._upstash_headers(msg))
-        headers["Upstash-Signature"] = signing.sign(self.current_key, spec.url, body)
+        signed_at = now_ms() / 1000 + self.clock_offset_s
+        headers["Upstash-Signature"] = signing.sign(self.current_key, spec.url, body, signed_at)
         timeout = spec.timeout_s or DEFAULT_TIMEOUT_S
         attempt = Attempt(
             msg.id, msg.version, spec.method, spec.url, headers, body, timeout, spec.flow_key

@@ -31,6 +31,7 @@ class Settings:
     data_dir: str | None = None
     retry_delay_scale: float = 1.0
     quiet: bool = False
+    clock_offset_s: float = 0.0  # signatures' clock ahead (+) or behind (-) the real one
 
 
 def settings_from_env(environ: Mapping[str, str], **overrides: object) -> Settings:
@@ -64,6 +65,7 @@ class DevServer:
             next_key=settings.next_signing_key,
             store=store,
             retry_delay_scale=settings.retry_delay_scale,
+            clock_offset_s=settings.clock_offset_s,
         )
         handler = _QuietHandler if settings.quiet else WSGIRequestHandler
         self._http: BaseWSGIServer = make_server(

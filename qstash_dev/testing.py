@@ -88,8 +88,13 @@ def run_server(
     token: str = DEV_TOKEN,
     current_signing_key: str = DEV_CURRENT_SIGNING_KEY,
     next_signing_key: str = DEV_NEXT_SIGNING_KEY,
+    clock_offset_s: float = 0.0,
 ) -> Iterator[RunningServer]:
-    """Start a server on 127.0.0.1 for the duration of the block."""
+    """Start a server on 127.0.0.1 for the duration of the block.
+
+    clock_offset_s: the server's clock runs this far ahead (negative: behind) in the
+    signatures it issues; `srv.broker.clock_offset_s` changes it while running.
+    """
     settings = Settings(
         port=port,
         token=token,
@@ -98,6 +103,7 @@ def run_server(
         data_dir=str(data_dir) if data_dir is not None else None,
         retry_delay_scale=retry_delay_scale,
         quiet=True,
+        clock_offset_s=clock_offset_s,
     )
     server = DevServer(settings)
     server.start()

@@ -160,6 +160,31 @@ def test_user_without_session_fails_without_calling_aimharder(app, session, book
     assert booking_client.calls == []
 
 
+def test_a_database_error_reading_the_session_releases_instead_of_failing(
+    app, session, due, booking_client
+):
+    # Regression (reliability suite): "too many clients" while reading the cookies used to
+    # fail the prebooking for good as "stored AimHarder session is unusable".
+    from sqlalchemy.exc import OperationalError
+
+    executor = get_executor(app)
+    real = executor.load_cookies
+
+    def flaky(db_session, email):
+        raise OperationalError("SELECT", {}, Exception("sorry, too many clients already"))
+
+    executor.load_cookies = flaky
+    try:
+        first = executor.attempt(due.id, path="qstash")
+    finally:
+        executor.load_cookies = real
+    assert first.action is Action.RELEASED and first.detail["request_sent"] is False
+    row = reload(session, due)
+    assert (row.status, row.error_message, row.executed_by) == ("pending", None, None)
+    assert booking_client.calls == []
+    assert executor.attempt(due.id, path="qstash").action is Action.EXECUTED
+
+
 def test_cancelled_and_unknown_prebookings_are_skipped(app, session, due, booking_client):
     due.status = "cancelled"
     session.commit()

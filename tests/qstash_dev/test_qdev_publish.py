@@ -225,3 +225,24 @@ def test_paused_flow_control_key_holds_deliveries_until_resumed(client, receiver
     assert client.flow_control.get("held-key").is_pinned_parallelism
     client.flow_control.resume("held-key")
     receiver.wait_for("/held")
+
+
+def test_a_clock_offset_moves_the_signature_times_and_nothing_else(srv, client):
+    import jwt
+
+    from tests.qstash_dev.conftest import start_receiver
+
+    receiver, stop = start_receiver(srv)
+    srv.broker.clock_offset_s = 120.0
+    try:
+        before = time.time()
+        client.message.publish_json(url=receiver.url("/skewed"), body={"a": 1})
+        (got,) = receiver.wait_for("/skewed")
+    finally:
+        srv.broker.clock_offset_s = 0.0
+        stop()
+    claims = jwt.decode(got.header("upstash-signature"), options={"verify_signature": False})
+    assert claims["iat"] == claims["nbf"] >= int(before) + 120
+    assert claims["exp"] == claims["iat"] + 300
+    assert json.loads(got.body) == {"a": 1}  # delivered on the real clock, body untouched
+    assert not got.verified  # the SDK's Receiver refuses a token from 2 minutes ahead
