@@ -6,23 +6,32 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import select
 
 from flask_app import delivery
 from flask_app.db import get_db
 from flask_app.execution import get_executor
+from flask_app.models import Prebooking
+from flask_app.prebooking import PrebookingStatus
 from flask_app.shim import shared_task
 from flask_app.shim.flask import get_celery
 from flask_app.shim.schedules import crontab
+from flask_app.tasks import run_arrival
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Windows beyond QStash's maximum delay, and publishes that failed, get their message.
     "relay-prebookings": {"task": "prebooking.relay", "schedule": crontab(minute="*/5")},
     # Deliveries that died in QStash's DLQ: hand back to cron or mark failed, then clear them.
     "reconcile-dlq": {"task": "qstash.reconcile_dlq", "schedule": crontab(minute="*/15")},
+    # Claims whose owner died mid-booking: the cron tick recovers them too, but not once
+    # LEGACY_CRON_ENABLED is false; this keeps recovery alive in the QStash-only phase.
+    "recover-stale-claims": {"task": "prebooking.recover_stale", "schedule": crontab()},
 }
+RECOVER_BATCH = 100
 
 
 @shared_task(name="prebooking.relay", max_retries=0)
@@ -37,6 +46,21 @@ def reconcile_dead_letters() -> dict[str, Any]:
     """Settle the prebookings whose deliveries died in the DLQ (see delivery.reconcile_dlq)."""
     with get_db().session() as session:
         return delivery.reconcile_dlq(session, get_executor().clock.now()).to_json()
+
+
+@shared_task(name="prebooking.recover_stale", max_retries=0)
+def recover_stale_claims() -> dict[str, int]:
+    """Run every claim whose lease ran out back through the core (it asks AimHarder first)."""
+    now = get_executor().clock.now()
+    stale = (
+        select(Prebooking.id)
+        .where(Prebooking.status == PrebookingStatus.LOADED, Prebooking.claim_expires_at < now)
+        .order_by(Prebooking.created_at, Prebooking.id)
+        .limit(RECOVER_BATCH)
+    )
+    with get_db().session() as session:
+        ids = list(session.scalars(stale))
+    return dict(Counter(str(run_arrival(pid, "qstash").action) for pid in ids))
 
 
 def init_app(app: Flask) -> None:

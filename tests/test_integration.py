@@ -5,7 +5,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flask_app.periodic import BEAT_SCHEDULE, relay_prebookings
+from flask_app.models import Prebooking
+from flask_app.periodic import BEAT_SCHEDULE, recover_stale_claims, relay_prebookings
 from flask_app.shim import signals
 from flask_app.shim.flask import get_celery
 from flask_app.tasks import execute_prebooking, restore, summarize
@@ -104,6 +105,7 @@ def test_beat_schedule_holds_the_relay_and_dlq_jobs(app):
     assert {name: schedule[name]["task"] for name in BEAT_SCHEDULE} == {
         "relay-prebookings": "prebooking.relay",
         "reconcile-dlq": "qstash.reconcile_dlq",
+        "recover-stale-claims": "prebooking.recover_stale",
     }
 
 
@@ -120,3 +122,32 @@ def test_attempt_summary_round_trips(app, session):
         attempt = restore(execute_prebooking.apply(args=(due.id, "cron")).get())
     assert restore(summarize(attempt)) == attempt
     assert attempt.won and attempt.path == "cron"
+
+
+@pytest.mark.parametrize("legacy_cron", [False])
+def test_stale_claims_are_recovered_without_cron_and_never_double_booked(
+    app, session, booking_client, legacy_cron
+):
+    app.config["LEGACY_CRON_ENABLED"] = legacy_cron
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    crashed = make_prebooking(
+        session,
+        status="loaded",
+        claimed_by="qstash:dead:1:x",
+        claim_expires_at=past,
+        book_sent_at=past,
+        executed_by="qstash",
+    )
+    live = make_prebooking(
+        session,
+        status="loaded",
+        claimed_by="qstash:alive:2:y",
+        claim_expires_at=datetime.now(UTC) + timedelta(minutes=1),
+    )
+    booking_client.booked_listing = True  # the dead worker's request had reached AimHarder
+    with app.app_context():
+        assert recover_stale_claims.apply().get() == {"confirmed": 1}
+    session.expire_all()
+    assert session.get(Prebooking, crashed.id).status == "completed"
+    assert session.get(Prebooking, live.id).status == "loaded"
+    assert booking_client.calls == []
