@@ -44,6 +44,8 @@ LATENESS_EDGES_MS = (
 _DLQ = re.compile(r"\bdlq\b|dead[- ]letter", re.IGNORECASE)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: The longest window a report covers (a year of arrivals is already a large report).
+MAX_WINDOW = timedelta(days=366)
 
 
 class SinceError(ValueError):
@@ -249,7 +251,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     match = _DURATION.match(text)
     if match:
         amount, unit = float(match.group(1)), match.group(2).lower()
-        return now - timedelta(**{_UNITS[unit]: amount})
+        span = timedelta(**{_UNITS[unit]: amount}) if amount <= 10**6 else MAX_WINDOW * 2
+        if span > MAX_WINDOW:
+            raise SinceError(f"since reaches back more than {MAX_WINDOW.days} days: {text!r}")
+        return now - span
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -261,6 +266,8 @@ def parse_since(text: str, now: datetime) -> datetime:
         raise SinceError(f"since needs a UTC offset (e.g. {text}+00:00); got {text!r}")
     if at > now:
         raise SinceError(f"since is in the future: {text!r}")
+    if now - at > MAX_WINDOW:
+        raise SinceError(f"since reaches back more than {MAX_WINDOW.days} days: {text!r}")
     return at.astimezone(UTC)
 
 
@@ -565,7 +572,8 @@ def _bucket_size(span: timedelta) -> timedelta:
     ):
         if span <= width * 100:
             return width
-    return timedelta(days=1)
+    # Whole days, as many as keep the chart at 100 buckets or fewer, however long the window.
+    return timedelta(days=max(1, math.ceil(span / timedelta(days=100))))
 
 
 def _floor(at: datetime, width: timedelta) -> datetime:

@@ -311,3 +311,15 @@ def test_html_page_has_one_histogram_per_path_and_the_wins_chart():
     wins = re.findall(r"<title>(cron|qstash): (\d+)</title>", page)
     assert sum(int(n) for path, n in wins if path == "qstash") == 3
     assert "<script" not in page and "http" not in page.split("<main>")[0]
+
+
+@pytest.mark.parametrize("text", ["400d", "9999999999w", "1970-01-01T00:00:00+00:00"])
+def test_windows_longer_than_a_year_are_refused(text):
+    with pytest.raises(SinceError, match="more than 366 days"):
+        parse_since(text, datetime(2026, 11, 30, tzinfo=UTC))
+
+
+def test_a_year_long_window_keeps_the_chart_small():
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    report = compare([], [], now, now - timedelta(days=366))
+    assert len(report.wins_over_time) <= 101

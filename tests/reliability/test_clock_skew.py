@@ -25,8 +25,9 @@ EMAIL = "skew@example.com"
 
 @pytest.fixture
 def qstash_server():
-    # Slow enough retries (first after ~1.2 s) for the test to fix the clock in between.
-    with run_server(retry_delay_scale=0.1) as srv:
+    # Slow enough retries for the test to fix the clock in between: the app asks for
+    # `200 * (1 + retried)` ms, scaled ×10 here, so the first retry comes after ~2 s.
+    with run_server(retry_delay_scale=10) as srv:
         yield srv
 
 
