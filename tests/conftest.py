@@ -118,6 +118,13 @@ def app(app_config: dict[str, object]) -> Iterator[object]:
 
 
 @pytest.fixture
+def session(app):  # type: ignore[no-untyped-def]
+    """A database session on the app's engine (modules may override it, e.g. to add rows)."""
+    with app.extensions["db"].session() as s:
+        yield s
+
+
+@pytest.fixture
 def client(app):  # type: ignore[no-untyped-def]
     return app.test_client()
 

@@ -38,12 +38,6 @@ def app_overrides(clock):
 
 
 @pytest.fixture
-def session(app):
-    with app.extensions["db"].session() as s:
-        yield s
-
-
-@pytest.fixture
 def due(app, session):
     store_session(app, session)
     return make_prebooking(session, available_at=NOW, qstash_message_id="msg_1")

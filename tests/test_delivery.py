@@ -29,12 +29,6 @@ def app_overrides(gateway):
     }
 
 
-@pytest.fixture
-def session(app):
-    with app.extensions["db"].session() as s:
-        yield s
-
-
 def create(client, auth, available_at, email=EMAIL):
     body = {
         "user_email": email,
