@@ -194,6 +194,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1100)
     parser.add_argument("--firing-line", default="true")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="sample the app with py-spy (threads holding the GIL) into FILE, collapsed stacks;"
+        " summarise with bench/profile_summary.py",
+    )
     args = parser.parse_args()
     python = sys.executable
     qstash_port, app_port = free_port(), free_port()
@@ -222,6 +228,10 @@ def main() -> int:
         q_env = base_env | {"QSTASH_DEV_RETRY_DELAY_SCALE": "1"}
         q_args = [python, "-m", "qstash_dev", "--port", str(qstash_port), "--quiet"]
         g_args = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        if args.profile:
+            spy = str(Path(python).with_name("py-spy"))
+            spy_args = [spy, "record", "--subprocesses", "--gil", "--nonblocking", "--rate", "200"]
+            g_args = [*spy_args, "--format", "raw", "--output", args.profile, "--", *g_args]
         rng = random.Random(args.seed)
         results = []
         with (

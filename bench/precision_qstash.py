@@ -70,7 +70,9 @@ def process(
     args: list[str], env: dict[str, str], ready_url: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A subprocess that is up once `ready_url` answers; terminated on exit."""
-    log = open(ROOT / "bench" / f".{Path(args[2] if args[1] == '-m' else args[0]).name}.log", "wb")
+    command = args[args.index("--") + 1 :] if "--" in args else args
+    name = Path(command[2] if command[1] == "-m" else command[0]).name
+    log = open(ROOT / "bench" / f".{name}.log", "wb")
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -84,12 +86,25 @@ def process(
                 time.sleep(0.1)
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
+        # Under a profiler (`py-spy record -- cmd`) stop the profiled command, not the profiler:
+        # py-spy then writes its output and exits by itself.
+        target = _children(proc.pid) if args[0].endswith("py-spy") else [proc.pid]
+        for pid in target or [proc.pid]:
+            os.kill(pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (Linux /proc)."""
+    try:
+        raw = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in raw.split()]
 
 
 def percentile(values: list[float], q: float) -> float:

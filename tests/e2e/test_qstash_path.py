@@ -64,6 +64,9 @@ def test_created_prebooking_is_delivered_and_booked_at_the_opening(live_app, san
     [arrival] = sandbox.arrivals()
     assert arrival["at_ns"] >= int(opens.timestamp() * 1e9)  # never early
     assert arrival["book_state"] == 1
+    # One connection: the firing line's prepared request. No warm-up probe reached AimHarder
+    # (it cost ~2 ms of CPU per delivery and a request to the box just before its burst).
+    assert sandbox.connections() == 1
 
 
 def test_cancelled_prebooking_loses_its_message_and_is_never_booked(
