@@ -52,6 +52,11 @@ class Defaults:
     # in order across processes without spreading them; bench/README.md); windows further ahead
     # than QSTASH_MAX_DELAY (QStash's plan limit, 7 days free) are published later by the relay.
     QSTASH_LEAD_SECONDS = 3.0
+    # A crowd opening at one instant: each earlier-created twin's message is due this much
+    # earlier again (capped at QSTASH_MAX_LEAD_SECONDS in all), so the app admits the crowd's
+    # deliveries one after another before the instant instead of all in the same second.
+    QSTASH_CROWD_LEAD_MS = 10.0
+    QSTASH_MAX_LEAD_SECONDS = 60.0
     QSTASH_FIRE_STAGGER_MS = 0.01
     QSTASH_MAX_DELAY = timedelta(days=7)
     # Legacy cron tick: stop launching bookings that could not finish within the budget
@@ -187,6 +192,14 @@ def _qstash_timing(environ: Mapping[str, str]) -> dict[str, Any]:
     if "QSTASH_LEAD_SECONDS" in environ:
         raw = environ["QSTASH_LEAD_SECONDS"]
         out["QSTASH_LEAD_SECONDS"] = parse_float("QSTASH_LEAD_SECONDS", raw, low=1, high=60)
+    if "QSTASH_CROWD_LEAD_MS" in environ:
+        raw = environ["QSTASH_CROWD_LEAD_MS"]
+        out["QSTASH_CROWD_LEAD_MS"] = parse_float("QSTASH_CROWD_LEAD_MS", raw, low=0, high=1000)
+    if "QSTASH_MAX_LEAD_SECONDS" in environ:
+        raw = environ["QSTASH_MAX_LEAD_SECONDS"]
+        out["QSTASH_MAX_LEAD_SECONDS"] = parse_float(
+            "QSTASH_MAX_LEAD_SECONDS", raw, low=1, high=600
+        )
     if "QSTASH_FIRE_STAGGER_MS" in environ:
         raw = environ["QSTASH_FIRE_STAGGER_MS"]
         out["QSTASH_FIRE_STAGGER_MS"] = parse_float("QSTASH_FIRE_STAGGER_MS", raw, low=0, high=100)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -97,6 +97,8 @@ def policy_from(config: Mapping[str, Any]) -> PublishPolicy:
         app_base_url=config["APP_BASE_URL"],
         lead=timedelta(seconds=float(config["QSTASH_LEAD_SECONDS"])),
         max_delay=config["QSTASH_MAX_DELAY"],
+        crowd_lead=timedelta(milliseconds=float(config["QSTASH_CROWD_LEAD_MS"])),
+        max_lead=timedelta(seconds=float(config["QSTASH_MAX_LEAD_SECONDS"])),
     )
 
 
@@ -108,10 +110,42 @@ def is_publishing(config: Mapping[str, Any]) -> bool:
 # --- publishing -----------------------------------------------------------------------------
 
 
-def plan_for(row: Prebooking, now: datetime, config: Mapping[str, Any]) -> Message | Skip:
+def plan_for(
+    row: Prebooking, now: datetime, config: Mapping[str, Any], crowd_rank: int = 0
+) -> Message | Skip:
     """The message for a pending prebooking, or why it gets none now."""
     rollout = int(config["QSTASH_ROLLOUT_PERCENT"])
-    return plan_row(row, now=now, policy=policy_from(config), rollout_percent=rollout)
+    policy = policy_from(config)
+    return plan_row(row, now=now, policy=policy, rollout_percent=rollout, crowd_rank=crowd_rank)
+
+
+def _twins_of(instants: Iterable[datetime]) -> Any:
+    # Naming every status lets the (status, available_at) index serve the lookup; every status
+    # counts, so a twin's rank never changes while the others fire.
+    return (
+        Prebooking.status.in_(list(PrebookingStatus)),
+        Prebooking.available_at.in_(list(instants)),
+    )
+
+
+def crowd_ranks(session: Session, rows: Iterable[tuple[str, datetime]]) -> dict[str, int]:
+    """For each (id, available_at): how many prebookings opening at that instant were created
+    before it, by (created_at, id): its FIFO rank, which spreads its delivery (lead_for).
+
+    One statement for the whole batch; ids not in the database are left out.
+    """
+    wanted = dict(rows)
+    if not wanted:
+        return {}
+    order = (Prebooking.created_at, Prebooking.id)
+    rank = func.row_number().over(partition_by=Prebooking.available_at, order_by=order) - 1
+    ranked = (
+        select(Prebooking.id.label("id"), rank.label("rank"))
+        .where(*_twins_of(set(wanted.values())))
+        .subquery()
+    )
+    found = session.execute(select(ranked.c.id, ranked.c.rank).where(ranked.c.id.in_(wanted)))
+    return {row.id: int(row.rank) for row in found}
 
 
 def publish_rows(
@@ -127,8 +161,9 @@ def publish_rows(
     """
     report = RelayReport()
     planned: list[tuple[Prebooking, Message]] = []
+    ranks = crowd_ranks(session, ((row.id, row.available_at) for row in rows))
     for row in rows:
-        plan = plan_for(row, now, config)
+        plan = plan_for(row, now, config, ranks.get(row.id, 0))
         if isinstance(plan, Skip):
             report.skipped[plan.value] += 1
         else:
@@ -254,11 +289,7 @@ def fire_slot(session: Session, row: Prebooking, stagger: timedelta) -> FireSlot
 
     Every status counts, so the rank of a prebooking never changes while its twins fire.
     """
-    twins = (
-        # Naming every status lets the (status, available_at) index serve the count.
-        Prebooking.status.in_(list(PrebookingStatus)),
-        Prebooking.available_at == row.available_at,
-    )
+    twins = _twins_of([row.available_at])
     earlier = or_(
         Prebooking.created_at < row.created_at,
         and_(Prebooking.created_at == row.created_at, Prebooking.id < row.id),

@@ -34,11 +34,26 @@ class PublishPolicy:
     retries: int = 3
     # QStash's default backoff is minutes: useless inside a booking window. Milliseconds.
     retry_delay: str = "200 * (1 + retried)"
-    timeout_s: int = 30
+    timeout_s: int = 30  # for the delivery's answer, on top of any crowd spread (lead_for)
+    # A crowd of prebookings opening at one instant: each earlier-created twin adds this much
+    # lead, so their deliveries reach the app spread out instead of in the same second (the
+    # app admits a delivery in a few ms of CPU; bench/README.md), up to max_lead in all.
+    crowd_lead: timedelta = timedelta(milliseconds=10)
+    max_lead: timedelta = timedelta(seconds=60)
 
     @property
     def destination(self) -> str:
         return self.app_base_url.rstrip("/") + EXECUTE_PATH
+
+    def lead_for(self, crowd_rank: int) -> timedelta:
+        """How long before the opening the message of the twin ranked `crowd_rank` is due.
+
+        Rank 0 (the first created) gets `lead`; later twins are due earlier, so a crowd of
+        deliveries arrives spread over `crowd_lead × size` and every one is admitted (verified,
+        claimed, prepared) before the instant, then all fire in creation order.
+        """
+        room = max(timedelta(0), self.max_lead - self.lead)
+        return self.lead + min(self.crowd_lead * max(0, crowd_rank), room)
 
 
 def is_in_rollout(email: str, percent: int) -> bool:
@@ -63,16 +78,20 @@ def plan_publish(
     now: datetime,
     policy: PublishPolicy,
     min_notice: timedelta = timedelta(0),
+    crowd_rank: int = 0,
 ) -> Message | Skip:
     """The message for one prebooking, or why there is none now.
 
-    The message is due `policy.lead` before the window opens; the webhook then waits with a
-    precise timer. `min_notice`: windows opening sooner than this are left to cron.
+    The message is due `policy.lead_for(crowd_rank)` before the window opens (`crowd_rank`:
+    how many prebookings opening at the same instant were created before this one); the
+    webhook then waits with a precise timer. `min_notice`: windows opening sooner than this
+    are left to cron.
     """
     if available_at - now < min_notice:
         return Skip.DUE
-    deliver_at = available_at - policy.lead
-    if deliver_at - now > policy.max_delay:
+    lead = policy.lead_for(crowd_rank)
+    deliver_at = available_at - lead
+    if available_at - policy.lead - now > policy.max_delay:
         return Skip.BEYOND_MAX_DELAY
     not_before = math.floor(deliver_at.timestamp())
     return Message(
@@ -86,7 +105,8 @@ def plan_publish(
         deduplication_id=deduplication_id(prebooking_id, generation),
         retries=policy.retries,
         retry_delay=policy.retry_delay,
-        timeout_s=policy.timeout_s,
+        # The delivery waits for the opening inside the request: the spread adds to its time.
+        timeout_s=policy.timeout_s + math.ceil((lead - policy.lead).total_seconds()),
         label="prebooking",
     )
 
@@ -115,6 +135,7 @@ def plan_row(
     policy: PublishPolicy,
     rollout_percent: int,
     min_notice: timedelta = timedelta(0),
+    crowd_rank: int = 0,
 ) -> Message | Skip:
     """One prebooking's message, or why it gets none: the rule create, relay and backfill share."""
     if row.status != "pending":
@@ -131,4 +152,5 @@ def plan_row(
         now=now,
         policy=policy,
         min_notice=min_notice,
+        crowd_rank=crowd_rank,
     )

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from flask_app.delivery import DLQ_MARK
+from flask_app.delivery import DLQ_MARK, crowd_ranks
 from flask_app.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.models import Prebooking
 from flask_app.scheduling import PublishPolicy, Skip, plan_row
@@ -66,6 +66,7 @@ class PendingRow:
     status: str = PENDING
     qstash_message_id: str | None = None
     qstash_generation: int = 0
+    crowd_rank: int = 0  # prebookings opening at the same instant created before it
 
 
 @dataclass
@@ -109,7 +110,12 @@ def plan_backfill(
     plan = Plan()
     for row in pending_rows:
         planned = plan_row(
-            row, now=now, policy=policy, rollout_percent=rollout_percent, min_notice=min_notice
+            row,
+            now=now,
+            policy=policy,
+            rollout_percent=rollout_percent,
+            min_notice=min_notice,
+            crowd_rank=row.crowd_rank,
         )
         if isinstance(planned, Skip):
             plan.skipped[planned.value] += 1
@@ -286,9 +292,10 @@ def unpublished_pages(
                 .order_by(Prebooking.id)
                 .limit(page_size)
             ).all()
+            ranks = crowd_ranks(session, ((row.id, row.available_at) for row in rows))
         if not rows:
             return
-        yield [PendingRow(*row) for row in rows]
+        yield [PendingRow(**row._asdict(), crowd_rank=ranks.get(row.id, 0)) for row in rows]
         after = rows[-1].id
 
 

@@ -151,6 +151,36 @@ def test_beyond_max_delay_gets_no_message_now_and_the_relay_publishes_it_later(
     assert reload(session, resp.json["id"]).qstash_message_id == "msg_fake_1"
 
 
+def _lead_s(opens, msg):
+    return opens.replace(microsecond=0).timestamp() - msg.not_before
+
+
+def test_a_crowd_created_for_one_instant_is_due_spread_in_creation_order(
+    app, client, auth, gateway
+):
+    app.config["QSTASH_CROWD_LEAD_MS"] = 1000  # a second per twin, to read it off not_before
+    opens = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    first = create(client, auth, opens, email="a@example.com").json
+    # A cancelled twin still holds its rank, as in the webhook's FIFO rank.
+    assert client.delete(f"/api/prebookings/{first['id']}", headers=auth).status_code == 200
+    create(client, auth, opens, email="b@example.com")
+    create(client, auth, opens, email="c@example.com")
+    create(client, auth, opens + timedelta(seconds=1), email="d@example.com")  # another instant
+    leads = [_lead_s(opens, msg) for msg in gateway.published]
+    assert leads == [3, 4, 5, 3 - 1]
+
+
+def test_the_relay_spreads_a_crowd_like_the_create_path(app, client, auth, gateway, session):
+    app.config["QSTASH_CROWD_LEAD_MS"] = 1000
+    opens = (datetime.now(UTC) + timedelta(days=9)).replace(microsecond=0)
+    ids = [create(client, auth, opens, email=f"u{i}@example.com").json["id"] for i in range(3)]
+    assert gateway.published == []  # beyond the max delay at create
+    with app.app_context():
+        assert delivery.relay(session, opens - timedelta(days=6)).published == 3
+    by_id = {msg.body["prebookingId"]: msg for msg in gateway.published}
+    assert [_lead_s(opens, by_id[pid]) for pid in ids] == [3, 4, 5]
+
+
 def test_max_delay_is_configurable(app, client, auth, gateway):
     app.config["QSTASH_MAX_DELAY"] = timedelta(hours=1)
     resp = create(client, auth, datetime.now(UTC) + timedelta(hours=2))

@@ -48,10 +48,22 @@ def test_publish_policy_follows_the_config():
         "APP_BASE_URL": "https://x.example.com/",
         "QSTASH_LEAD_SECONDS": 4,
         "QSTASH_MAX_DELAY": timedelta(days=1),
+        "QSTASH_CROWD_LEAD_MS": 2.5,
+        "QSTASH_MAX_LEAD_SECONDS": 30,
     }
     policy = policy_from(config)
     assert policy.destination == "https://x.example.com/api/qstash/prebooking-execute"
     assert (policy.lead, policy.max_delay) == (timedelta(seconds=4), timedelta(days=1))
+    assert (policy.crowd_lead, policy.max_lead) == (timedelta(milliseconds=2.5), timedelta(seconds=30))
+
+
+def test_crowd_lead_settings_are_read_within_bounds():
+    env = {"QSTASH_CROWD_LEAD_MS": "5", "QSTASH_MAX_LEAD_SECONDS": "90"}
+    assert settings_from_env(env) == {"QSTASH_CROWD_LEAD_MS": 5.0, "QSTASH_MAX_LEAD_SECONDS": 90.0}
+    with pytest.raises(ConfigError, match="QSTASH_CROWD_LEAD_MS must be between 0 and 1000"):
+        settings_from_env({"QSTASH_CROWD_LEAD_MS": "-1"})
+    with pytest.raises(ConfigError, match="QSTASH_MAX_LEAD_SECONDS must be between 1 and 600"):
+        settings_from_env({"QSTASH_MAX_LEAD_SECONDS": "3600"})
 
 
 def test_system_clock_never_wakes_before_the_instant():

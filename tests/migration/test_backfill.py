@@ -12,6 +12,7 @@ import pytest
 from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
+from flask_app.models import Prebooking
 from flask_app.delivery import policy_from
 from flask_app.gateway import (
     Gateway,
@@ -28,6 +29,7 @@ from migration.backfill import (
     plan_backfill,
     run_backfill,
 )
+from tests.factories import booking_data
 from tests.migration.conftest import APP_BASE_URL, rows_by_id, seed
 
 
@@ -300,3 +302,30 @@ def test_a_batch_size_qstash_cannot_take_is_refused_with_a_clear_message(app, ru
     result = runner.invoke(args=["migration", "backfill", "--batch-size", size])
     assert result.exit_code == 2
     assert "Invalid value for '--batch-size'" in result.output
+
+
+def test_a_crowd_opening_together_is_spread_in_creation_order(app, session, sdk):
+    app.config["QSTASH_CROWD_LEAD_MS"] = 1000  # a second per twin, to read it off not_before
+    opens = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
+    created = datetime.now(UTC)
+    rows = [
+        Prebooking(
+            user_email=f"user{i}@example.com",
+            booking_data=booking_data(),
+            available_at=opens,
+            status="pending",
+            created_at=created + timedelta(milliseconds=i),
+            updated_at=created,
+        )
+        for i in (2, 0, 1)  # inserted out of creation order
+    ]
+    session.add_all(rows)
+    session.commit()
+    assert backfill(app).published == 3
+    stored = rows_by_id(session)
+    ordered = sorted(stored.values(), key=lambda row: row.created_at)
+    leads = [
+        opens.timestamp() - sdk.message.get(row.qstash_message_id).not_before / 1000
+        for row in ordered
+    ]
+    assert leads == [3, 4, 5]

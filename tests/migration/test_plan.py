@@ -113,7 +113,45 @@ def test_backfill_uses_the_create_paths_policy():
         "APP_BASE_URL": "https://x.example",
         "QSTASH_LEAD_SECONDS": 5,
         "QSTASH_MAX_DELAY": Defaults.QSTASH_MAX_DELAY,
+        "QSTASH_CROWD_LEAD_MS": 4,
+        "QSTASH_MAX_LEAD_SECONDS": 40,
     }
     assert policy_from(config) == PublishPolicy(
-        app_base_url="https://x.example", lead=timedelta(seconds=5), max_delay=timedelta(days=7)
+        app_base_url="https://x.example",
+        lead=timedelta(seconds=5),
+        max_delay=timedelta(days=7),
+        crowd_lead=timedelta(milliseconds=4),
+        max_lead=timedelta(seconds=40),
     )
+
+
+def test_a_crowd_opening_together_is_spread_later_twins_due_first_up_to_max_lead():
+    at = NOW + timedelta(hours=1)  # a whole second: not_before is floored to seconds
+    policy = PublishPolicy(
+        app_base_url="https://app.example.com",
+        crowd_lead=timedelta(milliseconds=10),
+        max_lead=timedelta(seconds=60),
+    )
+    ranks = (0, 1, 100, 5_700, 10_000)
+    rows = [row(id=f"pb-{r}", available_at=at, crowd_rank=r) for r in ranks]
+    msgs = dict(plan_backfill(rows, NOW, policy, 100).publish)
+    lead_s = {r: at.timestamp() - msgs[f"pb-{r}"].not_before for r in ranks}
+    # 3 s for the first created; 10 ms more per earlier twin; never more than 60 s in all.
+    assert lead_s == {0: 3, 1: 4, 100: 4, 5_700: 60, 10_000: 60}
+    # The delivery waits inside the request for longer: its timeout grows by the spread.
+    assert {r: msgs[f"pb-{r}"].timeout_s for r in ranks} == {
+        0: 30,
+        1: 31,
+        100: 31,
+        5_700: 87,
+        10_000: 87,
+    }
+
+
+def test_a_crowd_near_the_max_delay_is_published_as_one_and_never_beyond_it():
+    policy = PublishPolicy(app_base_url="https://app.example.com", max_delay=timedelta(days=7))
+    edge = NOW + timedelta(days=7, seconds=3)  # the first twin's message is due in exactly 7 d
+    rows = [row(id=f"pb-{r}", available_at=edge, crowd_rank=r) for r in (0, 3_000)]
+    assert [pid for pid, _ in plan_backfill(rows, NOW, policy, 100).publish] == ["pb-0", "pb-3000"]
+    later = [row(id="x", available_at=edge + timedelta(seconds=1), crowd_rank=3_000)]
+    assert dict(plan_backfill(later, NOW, policy, 100).skipped) == {"beyond_max_delay": 1}
