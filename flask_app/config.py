@@ -45,6 +45,11 @@ class Defaults:
     AIMHARDER_FIRING_LINE = True
     TASK_IMPORTS = ""
     CLAIM_LEASE_SECONDS = 60
+    # Database connections per process (PostgreSQL): the pool, plus overflow in bursts. Every
+    # gunicorn worker, CLI and cron process has its own; their sum must stay under the
+    # server's max_connections (100 by default). A delivery holds one only while it writes.
+    DB_POOL_SIZE = 10
+    DB_MAX_OVERFLOW = 10
     # QStash path timing (docs/qstash_path.md): the message is due QSTASH_LEAD_SECONDS before
     # the window opens (QStash fires in whole seconds, within ~1 s); prebookings opening at the
     # same instant fire QSTASH_FIRE_STAGGER_MS apart in creation order (fractions allowed: the
@@ -144,7 +149,14 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     if "AIMHARDER_TIMEOUT_S" in environ:
         raw = environ["AIMHARDER_TIMEOUT_S"]
         out["AIMHARDER_TIMEOUT_S"] = parse_float("AIMHARDER_TIMEOUT_S", raw, low=0.5, high=60)
-    for name, low in (("CRON_TICK_BUDGET_S", 1), ("CRON_STAGGER_MS", 0), ("CRON_BATCH_LIMIT", 1)):
+    ints = (
+        ("CRON_TICK_BUDGET_S", 1),
+        ("CRON_STAGGER_MS", 0),
+        ("CRON_BATCH_LIMIT", 1),
+        ("DB_POOL_SIZE", 1),
+        ("DB_MAX_OVERFLOW", 0),
+    )
+    for name, low in ints:
         if name in environ:
             out[name] = parse_int(name, environ[name], low=low)
     return out

@@ -16,9 +16,9 @@ _EXT = "db"
 class Database:
     """The app's engine and session factory, kept in app.extensions["db"]."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -28,13 +28,18 @@ class Database:
             yield session
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the per-backend settings the service relies on."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> Engine:
+    """An engine with the per-backend settings the service relies on.
+
+    A server database gets a pool of `pool_size` connections plus `max_overflow` in bursts,
+    per process: every gunicorn worker, CLI and cron process counts against the server's
+    `max_connections` (100 by default on PostgreSQL).
+    """
     kwargs: dict[str, Any] = {"future": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=40)
+        kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
     engine = create_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -52,7 +57,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def init_app(app: Flask) -> None:
     """Create the engine and close the request's session at teardown."""
-    app.extensions[_EXT] = Database(app.config["DATABASE_URL"])
+    app.extensions[_EXT] = Database(
+        app.config["DATABASE_URL"],
+        pool_size=int(app.config["DB_POOL_SIZE"]),
+        max_overflow=int(app.config["DB_MAX_OVERFLOW"]),
+    )
     app.teardown_appcontext(_close_session)
 
 

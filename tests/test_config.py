@@ -54,3 +54,17 @@ def test_shim_max_delay_follows_the_service_setting(app_config):
     app = create_app(app_config | {"QSTASH_MAX_DELAY": timedelta(days=365)})
     assert app.extensions["celery"].conf.qstash_max_delay_s == 365 * 86400
     app.extensions["db"].engine.dispose()
+
+
+def test_database_pool_is_sized_from_the_environment(postgres_database):
+    from flask_app import create_app
+
+    env = settings_from_env({"DB_POOL_SIZE": "4", "DB_MAX_OVERFLOW": "2"})
+    assert env == {"DB_POOL_SIZE": 4, "DB_MAX_OVERFLOW": 2}
+    with pytest.raises(ConfigError, match="DB_POOL_SIZE must be at least 1"):
+        settings_from_env({"DB_POOL_SIZE": "0"})
+    app = create_app({"TESTING": True, "DATABASE_URL": postgres_database} | env)
+    engine = app.extensions["db"].engine
+    # 4 kept, 2 more in bursts: at most 6 server connections per process, whatever the threads.
+    assert (engine.pool.size(), engine.pool._max_overflow) == (4, 2)  # noqa: SLF001
+    engine.dispose()
