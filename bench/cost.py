@@ -27,7 +27,7 @@ Scenarios (`--scenarios`, comma-separated; all by default):
 Messages are attributed to a source by when qstash_dev created them (the phase the script was
 in: create, backfill, rollback, relay ticks) or by their schedule id.
 
-    python bench/cost.py                                  # all scenarios: 500 + 5 x 100
+    python bench/cost.py                                  # all scenarios: 500 + 4 x 100
     python bench/cost.py --scenarios create --n 500 --error-rate 0.05
     python bench/cost.py --scenarios relay,down --n-other 200 --tick 2
     python bench/cost.py --scenarios schedules --schedule-seconds 60
@@ -640,9 +640,9 @@ def scenario_schedules(stack: Stack, seconds: float) -> dict[str, Any]:
                 of_schedule[event["messageId"]] = event["scheduleId"]
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for event in events:
-        sid = of_schedule.get(event["messageId"])
-        if sid is not None:
-            counts[sid][event["state"]] += 1
+        owner = of_schedule.get(event["messageId"])
+        if owner is not None:
+            counts[owner][event["state"]] += 1
     simulated_s = (end - start) / 1000 * SPEEDUP
     for sid, row in rows.items():
         made = counts[sid]["CREATED"]
