@@ -14,7 +14,8 @@ DNS `Host`, else `"sandbox"`; with an IP base URL every box is the one gym `"san
 - `POST /api/cancelBook` form `id` (reservation id): `{"cancelState": 1}` or `3`.
 
 Admin (JSON): `POST /_sandbox/classes` `{class_id, day, opens_at, capacity, waitlist, box?}`,
-`POST /_sandbox/sessions` `{cookie, credits}`, `POST /_sandbox/faults` `{mode, count, delay_ms}`,
+`POST /_sandbox/sessions` `{cookie, credits}`, `POST /_sandbox/faults` `{mode, count, delay_ms,
+rate, seed}` (`rate`: each booking faults with that probability, seeded),
 `GET|DELETE /_sandbox/arrivals`, `GET /_sandbox/state`, `POST /_sandbox/reset`.
 Unknown classes are created on first touch: capacity 20, no waitlist, open now.
 """

@@ -306,13 +306,18 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def post_faults(self) -> None:
         data = self._json()
+        rate = data.get("rate")
         fault = Fault(
             str(data.get("mode", "none")),
             _int_or(data.get("count"), None),
             _int_or(data.get("delay_ms"), None),
+            None if rate is None else float(rate),
+            _int_or(data.get("seed"), None),
         )
-        self.state.set_fault(fault.mode, fault.count, fault.delay_ms)
-        self._send_json(200, {"mode": fault.mode, "count": fault.count})
+        self.state.set_fault(
+            fault.mode, fault.count, fault.delay_ms, rate=fault.rate, seed=fault.seed
+        )
+        self._send_json(200, {"mode": fault.mode, "count": fault.count, "rate": fault.rate})
 
     def post_reset(self) -> None:
         self._read_body()

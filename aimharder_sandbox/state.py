@@ -7,6 +7,7 @@ Everything here is guarded by one lock, so any number of server threads can shar
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,11 +52,18 @@ class Booking:
 
 @dataclass
 class Fault:
-    """The fault applied to the next `/api/book` requests."""
+    """The fault applied to the next `/api/book` requests.
+
+    `rate` None: every request gets the fault. `rate` in (0, 1]: each request gets it with that
+    probability, drawn from a `random.Random(seed)` (same seed, same sequence of draws); `count`
+    then limits how many requests actually get it.
+    """
 
     mode: str = "none"
     count: int | None = None
     delay_ms: int | None = None
+    rate: float | None = None
+    seed: int | None = None
 
 
 @dataclass
@@ -121,6 +129,7 @@ class SandboxState:
         self._bookings: list[Booking] = []
         self._arrivals: list[Arrival] = []
         self._fault = Fault()
+        self._fault_rng = random.Random()
         self._connections = 0
 
     # --- admin -------------------------------------------------------------------------
@@ -145,16 +154,31 @@ class SandboxState:
         with self._lock:
             self._sessions[cookie] = credits
 
-    def set_fault(self, mode: str, count: int | None = None, delay_ms: int | None = None) -> None:
+    def set_fault(
+        self,
+        mode: str,
+        count: int | None = None,
+        delay_ms: int | None = None,
+        *,
+        rate: float | None = None,
+        seed: int | None = None,
+    ) -> None:
         """Apply `mode` to the next `count` bookings (None: until changed).
 
+        With `rate` (0 < rate <= 1) each booking gets the fault with that probability instead,
+        drawn from a generator seeded with `seed` (None: unpredictable); `count` then limits
+        how many bookings get it.
+
         Raises:
-            ValueError: unknown mode.
+            ValueError: unknown mode, or a rate outside (0, 1].
         """
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; expected one of {sorted(FAULT_MODES)}")
+        if rate is not None and not 0 < rate <= 1:
+            raise ValueError(f"fault rate must be in (0, 1], not {rate!r}")
         with self._lock:
-            self._fault = Fault(mode, count, delay_ms)
+            self._fault = Fault(mode, count, delay_ms, rate, seed)
+            self._fault_rng = random.Random(seed)
 
     def arrivals(self) -> list[dict[str, Any]]:
         """Every `/api/book` seen since the last clear, in arrival order."""
@@ -238,6 +262,8 @@ class SandboxState:
         fault = self._fault
         if fault.mode == "none":
             return fault
+        if fault.rate is not None and self._fault_rng.random() >= fault.rate:
+            return Fault()  # spared by the draw: not counted against `count`
         if fault.count is not None:
             fault.count -= 1
             if fault.count <= 0:

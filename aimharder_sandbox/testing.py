@@ -7,6 +7,7 @@ with run_sandbox() as sandbox:                      # a free port on 127.0.0.1
     sandbox.add_class("101", "20261128", opens_at="2026-11-24T07:00:00+00:00", capacity=1)
     sandbox.add_session("cookie-a", credits=0)      # optional: any cookie works by default
     sandbox.set_fault("timeout", count=1, delay_ms=2000)
+    sandbox.set_fault("error_500", rate=0.05, seed=1)  # ~5 % of bookings, reproducibly
     ...                                             # point AIMHARDER_BASE_URL at sandbox.url
     sandbox.arrivals()                              # [{"at_ns", "class_id", "day", "user", ...}]
     sandbox.bookings(); sandbox.connections(); sandbox.reset()
@@ -62,9 +63,20 @@ class Sandbox:
         """Register an `amhrdrauth` value; `credits` runs down per booking (None: unlimited)."""
         self.state.add_session(cookie, credits)
 
-    def set_fault(self, mode: str, count: int | None = None, delay_ms: int | None = None) -> None:
-        """`none`, `error_500`, `timeout`, `slow` or `garbage` for the next `count` bookings."""
-        self.state.set_fault(mode, count, delay_ms)
+    def set_fault(
+        self,
+        mode: str,
+        count: int | None = None,
+        delay_ms: int | None = None,
+        *,
+        rate: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """`none`, `error_500`, `timeout`, `slow` or `garbage` for the next `count` bookings.
+
+        `rate`: each booking gets the fault with this probability (seeded by `seed`) instead.
+        """
+        self.state.set_fault(mode, count, delay_ms, rate=rate, seed=seed)
 
     def arrivals(self) -> list[dict[str, Any]]:
         """Every `/api/book` seen, oldest first."""

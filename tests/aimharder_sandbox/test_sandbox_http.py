@@ -104,6 +104,15 @@ def test_error_500_does_not_book(http: httpx.Client, sandbox: Sandbox) -> None:
     assert _state(_book(http)) == 1
 
 
+def test_fault_rate_through_the_admin_api(http: httpx.Client, sandbox: Sandbox) -> None:
+    answer = http.post("/_sandbox/faults", json={"mode": "error_500", "rate": 0.5, "seed": 3})
+    assert answer.json() == {"mode": "error_500", "count": None, "rate": 0.5}
+    statuses = [_book(http, "alice", class_id=str(i)).status_code for i in range(40)]
+    assert 0 < statuses.count(500) < 40
+    assert len(sandbox.bookings()) == statuses.count(200)
+    assert http.post("/_sandbox/faults", json={"mode": "error_500", "rate": 2}).status_code == 400
+
+
 def test_timeout_books_then_hangs(sandbox: Sandbox) -> None:
     sandbox.set_fault("timeout", count=1, delay_ms=5000)
     with httpx.Client(base_url=sandbox.url, timeout=0.5) as short, pytest.raises(httpx.ReadTimeout):

@@ -95,6 +95,47 @@ def test_fault_with_count_applies_that_many_times():
     assert [r.fault.mode for r in replies] == ["error_500", "error_500", "none"]
 
 
+def _fault_modes(state: SandboxState, n: int) -> list[str]:
+    replies = [
+        state.book(box="sandbox", class_id=str(i), day=DAY, user="u", at_ns=0) for i in range(n)
+    ]
+    return [r.fault.mode for r in replies]
+
+
+def test_fault_with_rate_hits_about_that_share_and_repeats_with_the_seed():
+    state = SandboxState()
+    state.set_fault("error_500", rate=0.05, seed=7)
+    first = _fault_modes(state, 2000)
+    hits = first.count("error_500")
+    assert 50 <= hits <= 150  # 5 % of 2,000 = 100; binomial sd ≈ 9.7
+    assert set(first) == {"error_500", "none"}
+    state.set_fault("error_500", rate=0.05, seed=7)
+    assert _fault_modes(state, 2000) == first  # same seed, same bookings faulted
+    assert state.snapshot()["fault"]["rate"] == 0.05
+
+
+def test_fault_rate_with_count_stops_after_count_hits():
+    state = SandboxState()
+    state.set_fault("error_500", count=3, rate=0.5, seed=1)
+    modes = _fault_modes(state, 40)
+    assert modes.count("error_500") == 3
+    assert state.snapshot()["fault"]["mode"] == "none"  # used up, back to normal
+
+
+def test_fault_rate_one_is_every_booking_and_no_rate_is_unchanged():
+    state = SandboxState()
+    state.set_fault("error_500", count=2, rate=1.0)
+    assert _fault_modes(state, 3) == ["error_500", "error_500", "none"]
+    state.set_fault("error_500", count=2)
+    assert _fault_modes(state, 3) == ["error_500", "error_500", "none"]
+
+
+@pytest.mark.parametrize("rate", [0, -0.1, 1.5])
+def test_fault_rate_outside_zero_one_is_refused(rate):
+    with pytest.raises(ValueError, match="rate"):
+        SandboxState().set_fault("error_500", rate=rate)
+
+
 def test_unknown_fault_mode_is_refused():
     with pytest.raises(ValueError, match="unknown fault mode"):
         SandboxState().set_fault("explode")
