@@ -5,13 +5,15 @@ for the samples whose stack contains `--under` (default: all), the share of samp
 inside each of the frames directly below that frame (inclusive), and the functions with the
 most self samples, so a profile can be quoted in bench/README.md as a table.
 
-    python bench/profile_summary.py /tmp/prof.txt --under "post (flask_app/blueprints/callbacks.py"
+    python bench/profile_summary.py /tmp/prof.txt --under prebooking_execute
     python bench/profile_summary.py /tmp/prof.txt --under handle_delivery --depth 2
+    python bench/profile_summary.py bench/results/profile-n1000-after-5c3ea17.txt.gz
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 from collections import Counter
 from pathlib import Path
@@ -27,7 +29,8 @@ def frame_name(frame: str) -> str:
 
 def read(path: Path) -> list[tuple[list[str], int]]:
     stacks = []
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         head, _, count = line.rpartition(" ")
         if not head or not count.isdigit():
             continue

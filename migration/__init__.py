@@ -153,7 +153,8 @@ def rollback_command(dry_run: bool, batch_size: int) -> None:
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     if app.config.get("QSTASH_ENABLED") and not dry_run:
         click.echo(
-            "warning: QSTASH_ENABLED is still true, so new prebookings keep getting messages; "
+            "warning: QSTASH_ENABLED is still true, so new prebookings keep getting messages "
+            "and the relay (cron tick, relay schedule) re-publishes the rolled-back ones; "
             "set it to false (and restart) for a full rollback",
             err=True,
         )
