@@ -41,12 +41,10 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -63,11 +61,12 @@ from croniter import croniter  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+from precision_qstash import free_port, private_database  # noqa: E402
+
 from aimharder_sandbox.testing import Sandbox, run_sandbox  # noqa: E402
 from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
-from flask_app.dbschema import upgrade  # noqa: E402
 
-ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 API_TOKEN = "bench-token"
 CRON_SECRET = "bench-cron"
 CRON_PATH = "/api/cron/prebooking-scheduler"
@@ -80,29 +79,6 @@ SPEEDUP = 60  # schedules scenario: one minute of cron becomes one second
 
 
 # --- processes and database (as in bench/precision_qstash.py) --------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@contextmanager
-def private_database() -> Iterator[str]:
-    """A fresh migrated PostgreSQL database (SQLAlchemy URL), dropped on exit."""
-    name = f"bench_cost_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    url = f"{base}/{name}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
