@@ -40,15 +40,10 @@ from flask_app import create_app  # noqa: E402
 from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
 from flask_app.db import get_db  # noqa: E402
 from flask_app.dbschema import upgrade  # noqa: E402
-from flask_app.gateway import Gateway  # noqa: E402
+from flask_app.delivery import policy_from  # noqa: E402
+from flask_app.gateway import Gateway, get_gateway  # noqa: E402
 from flask_app.models import Prebooking  # noqa: E402
-from migration import gateway_for  # noqa: E402
-from migration.backfill import (  # noqa: E402
-    plan_backfill,
-    policy_from_config,
-    run_backfill,
-    unpublished_pages,
-)
+from migration.backfill import plan_backfill, run_backfill, unpublished_pages  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -186,7 +181,7 @@ def stored_ids(factory: Callable[[], Session]) -> int:
 def one_by_one(app: Any, gateway: Gateway) -> None:
     """The naive baseline: one publish request and one commit per prebooking."""
     factory = get_db(app).sessions
-    policy = policy_from_config(app.config)
+    policy = policy_from(app.config)
     for page in unpublished_pages(factory):
         plan = plan_backfill(page, datetime.now(UTC), policy, 100, timedelta(seconds=60))
         for pid, msg in plan.publish:
@@ -206,7 +201,7 @@ def batched(app: Any, gateway: Gateway, batch_size: int) -> int:
         session_factory=get_db(app).sessions,
         gateway=gateway,
         clock=lambda: datetime.now(UTC),
-        policy=policy_from_config(app.config),
+        policy=policy_from(app.config),
         rollout_percent=100,
         batch_size=batch_size,
     )
@@ -238,7 +233,7 @@ def measure(db: str, url: str, mode: str, n: int) -> Result:
     """Seed, run one mode against a fresh qstash_dev, verify, rerun."""
     with qstash_dev() as qurl:
         app = create_app({"DATABASE_URL": url, "QSTASH_URL": qurl, "QSTASH_ENABLED": True})
-        gateway = gateway_for(app)
+        gateway = get_gateway(app)
         factory = get_db(app).sessions
         seed(factory, n)
         batch_size = int(mode.rsplit("-", 1)[1]) if "batch-" in mode else 1
