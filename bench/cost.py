@@ -40,7 +40,6 @@ import base64
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import threading
@@ -62,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 sys.path.insert(0, str(ROOT / "bench"))
-from precision_qstash import free_port, private_database  # noqa: E402
+from precision_qstash import free_port, private_database, process  # noqa: E402
 
 from aimharder_sandbox.testing import Sandbox, run_sandbox  # noqa: E402
 from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
@@ -76,36 +75,6 @@ SCENARIOS = ("create", "relay", "backfill", "rollback", "down", "schedules")
 FINAL = {"DELIVERED", "FAILED", "CANCELED"}
 RELAY_MAX_DELAY_S = 8  # relay scenario: publishable only within 8 s (+ the 3 s lead) of opening
 SPEEDUP = 60  # schedules scenario: one minute of cron becomes one second
-
-
-# --- processes and database (as in bench/precision_qstash.py) --------------------------------
-
-
-@contextmanager
-def process(
-    args: list[str], env: dict[str, str], ready_url: str, log_name: str
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess that is up once `ready_url` answers; terminated on exit."""
-    log = open(ROOT / "bench" / f".cost-{log_name}.log", "ab")
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(ready_url, timeout=1)
-                break
-            except httpx.HTTPError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{args} did not start (see bench/.cost-*.log)") from None
-                time.sleep(0.1)
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def now_ms() -> int:
@@ -154,7 +123,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("QSTASH")}
         env["QSTASH_DEV_RETRY_DELAY_SCALE"] = "1"  # real retry delays (200, 400, 600 ms)
         args = [sys.executable, "-m", "qstash_dev", "--port", str(self.qstash_port), "--quiet"]
-        return process(args, env, f"{self.qstash_url}/v2/keys", "qstash_dev")
+        return process(args, env, f"{self.qstash_url}/v2/keys", "cost-qstash_dev")
 
     def app(self, **overrides: str) -> Any:
         env = self.env(**overrides) | {
@@ -163,7 +132,7 @@ class Stack:
             "GUNICORN_THREADS": str(self.args.threads),
         }
         args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-        return process(args, env, f"{self.app_url}/api/health", "gunicorn")
+        return process(args, env, f"{self.app_url}/api/health", "cost-gunicorn")
 
     def flask(self, *command: str, **overrides: str) -> str:
         """Run `flask --app wsgi <command>` in a fresh process; its output."""

@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from precision_qstash import (  # noqa: E402
     API_TOKEN,
     DAY,
+    create,
     free_port,
     inversions,
     private_database,
@@ -57,25 +58,6 @@ from aimharder_sandbox.testing import Sandbox, run_sandbox  # noqa: E402
 
 CRON_SECRET = "bench-cron"
 FILL_S = 2.0
-
-
-def create(api: httpx.Client, n: int, class_id: str, opens: datetime) -> list[dict[str, Any]]:
-    """N users' sessions and prebookings, created in rank order."""
-    users = [f"bench{i}-{class_id}@example.com" for i in range(n)]
-    for email in users:
-        cookies = {"amhrdrauth": f"cookie-{email}"}
-        api.put(f"/api/sessions/{email}", json={"cookies": cookies}).raise_for_status()
-    created = []
-    for email in users:
-        body = {
-            "user_email": email,
-            "available_at": opens.isoformat(),
-            "booking_data": {"box": "sandbox", "class_id": class_id, "day": DAY},
-        }
-        resp = api.post("/api/prebookings", json=body)
-        resp.raise_for_status()
-        created.append(resp.json())
-    return created
 
 
 def wait_arrivals(sandbox: Sandbox, class_id: str, n: int, timeout_s: float) -> list[Any]:

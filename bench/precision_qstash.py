@@ -67,12 +67,15 @@ def private_database() -> Iterator[str]:
 
 @contextmanager
 def process(
-    args: list[str], env: dict[str, str], ready_url: str
+    args: list[str], env: dict[str, str], ready_url: str, log_name: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess that is up once `ready_url` answers; terminated on exit."""
+    """A subprocess that is up once `ready_url` answers; terminated on exit.
+
+    Its output is appended to `bench/.<log_name>.log` (default: the program's name).
+    """
     command = args[args.index("--") + 1 :] if "--" in args else args
-    name = Path(command[2] if command[1] == "-m" else command[0]).name
-    log = open(ROOT / "bench" / f".{name}.log", "wb")
+    name = log_name or Path(command[2] if command[1] == "-m" else command[0]).name
+    log = open(ROOT / "bench" / f".{name}.log", "ab")
     proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -120,13 +123,8 @@ def inversions(order: list[int]) -> int:
     )
 
 
-def run_size(
-    api: httpx.Client, sandbox: Sandbox, n: int, lead_in_s: float, stagger_ms: float
-) -> dict[str, Any]:
-    """Create n prebookings opening together; wait for their bookings; measure."""
-    class_id = f"c{n}x{uuid.uuid4().hex[:6]}"
-    opens = (datetime.now(UTC) + timedelta(seconds=lead_in_s)).replace(microsecond=0)
-    sandbox.add_class(class_id, DAY, opens_at=opens, capacity=n)
+def create(api: httpx.Client, n: int, class_id: str, opens: datetime) -> list[dict[str, Any]]:
+    """N users' sessions and prebookings, created in rank order."""
     users = [f"bench{i}-{class_id}@example.com" for i in range(n)]
     for email in users:
         cookies = {"amhrdrauth": f"cookie-{email}"}
@@ -141,6 +139,18 @@ def run_size(
         resp = api.post("/api/prebookings", json=body)
         resp.raise_for_status()
         created.append(resp.json())
+    return created
+
+
+def run_size(
+    api: httpx.Client, sandbox: Sandbox, n: int, lead_in_s: float, stagger_ms: float
+) -> dict[str, Any]:
+    """Create n prebookings opening together; wait for their bookings; measure."""
+    class_id = f"c{n}x{uuid.uuid4().hex[:6]}"
+    opens = (datetime.now(UTC) + timedelta(seconds=lead_in_s)).replace(microsecond=0)
+    sandbox.add_class(class_id, DAY, opens_at=opens, capacity=n)
+    created = create(api, n, class_id, opens)
+    users = [c["user_email"] for c in created]
     if datetime.now(UTC) > opens - timedelta(seconds=5):
         raise RuntimeError("creating took too long; raise --lead-in")
     published = sum(1 for c in created if c["qstash_message_id"])
