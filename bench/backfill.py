@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ from sqlalchemy.orm import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from precision_qstash import free_port  # noqa: E402
 
 from flask_app import create_app  # noqa: E402
 from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
@@ -68,13 +69,6 @@ class Result:
             f"| {self.db} | {self.mode} | {self.n} | {self.seconds:.2f} | {rate:,.0f} | "
             f"{self.requests} | {self.created / self.n:.2f} | {self.stored} | {rerun} |"
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager
