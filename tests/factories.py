@@ -16,6 +16,12 @@ def booking_data(**overrides: Any) -> dict[str, Any]:
     return data | overrides
 
 
+def reload(session: Session, row: Prebooking | str) -> Prebooking | None:
+    """The prebooking (a row or its id) as the database has it now."""
+    session.expire_all()
+    return session.get(Prebooking, row if isinstance(row, str) else row.id)
+
+
 def make_prebooking(session: Session, **overrides: Any) -> Prebooking:
     """Insert and commit a pending prebooking due now unless told otherwise."""
     now = datetime.now(UTC)

@@ -10,9 +10,8 @@ from flask_app import events
 from flask_app.aimharder import BookingOutcome
 from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY as CURRENT
 from flask_app.config import DEV_QSTASH_NEXT_SIGNING_KEY as NEXT
-from flask_app.models import Prebooking
 from qstash_dev.signing import sign
-from tests.factories import make_prebooking, store_session
+from tests.factories import make_prebooking, reload, store_session
 from tests.fake_gateway import FakeGateway
 from tests.fakes import FakeClock, result
 
@@ -63,11 +62,6 @@ def deliver(client, raw, *, key=CURRENT, url=URL, signed=None, message_id="msg_1
     if token:
         headers["Upstash-Signature"] = token
     return client.post(PATH, data=raw, headers=headers)
-
-
-def reload(session, row):
-    session.expire_all()
-    return session.get(Prebooking, row.id)
 
 
 def test_signed_delivery_books_and_answers_200(client, session, due, booking_client):

@@ -7,9 +7,8 @@ import pytest
 
 from flask_app import delivery
 from flask_app.execution import Action, get_executor
-from flask_app.models import Prebooking
 from flask_app.scheduling import is_in_rollout
-from tests.factories import booking_data, make_prebooking, store_session
+from tests.factories import booking_data, make_prebooking, reload, store_session
 from tests.fake_gateway import DlqEntry, FakeGateway
 
 EMAIL = "ana@example.com"
@@ -36,11 +35,6 @@ def create(client, auth, available_at, email=EMAIL):
         "booking_data": booking_data(),
     }
     return client.post("/api/prebookings", json=body, headers=auth)
-
-
-def reload(session, prebooking_id):
-    session.expire_all()
-    return session.get(Prebooking, prebooking_id)
 
 
 def test_creating_a_prebooking_publishes_one_message_and_shows_its_id(client, auth, gateway):

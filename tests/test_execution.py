@@ -8,7 +8,7 @@ from flask_app import events
 from flask_app.aimharder import BookingOutcome
 from flask_app.execution import Action, claim, get_executor
 from flask_app.models import Prebooking
-from tests.factories import make_prebooking, store_session
+from tests.factories import make_prebooking, reload, store_session
 from tests.fakes import FakeClock, result
 
 NOW = datetime(2026, 11, 30, 15, 0, 0, tzinfo=UTC)
@@ -28,11 +28,6 @@ def app_overrides(clock):
 def due(app, session):
     store_session(app, session)
     return make_prebooking(session, available_at=NOW)
-
-
-def reload(session, row):
-    session.expire_all()
-    return session.get(Prebooking, row.id)
 
 
 def test_winner_waits_for_the_opening_books_and_records(app, session, due, clock, booking_client):
