@@ -268,14 +268,7 @@ class Executor:
         settle_at: record the outcome no earlier than this, so the database writes of a burst
         of bookings opening together do not delay the ones still to fire.
         """
-        base = Attempt(
-            prebooking_id,
-            path,
-            arrived_at or self.clock.now(),
-            Action.NOT_FOUND,
-            message_id=message_id,
-            retried=retried,
-        )
+        base = self._arrival(prebooking_id, path, arrived_at, message_id, retried)
         if not is_valid_id(prebooking_id):
             self._announce(base)
             return base
@@ -300,14 +293,7 @@ class Executor:
         retried: int | None = None,
     ) -> Attempt:
         """Record an arrival that must not execute (shadow mode)."""
-        base = Attempt(
-            prebooking_id,
-            path,
-            arrived_at or self.clock.now(),
-            Action.NOT_FOUND,
-            message_id=message_id,
-            retried=retried,
-        )
+        base = self._arrival(prebooking_id, path, arrived_at, message_id, retried)
         with self.sessions() as session:
             row = session.get(Prebooking, prebooking_id) if is_valid_id(prebooking_id) else None
         if row is not None:
@@ -316,6 +302,24 @@ class Executor:
             )
         self._announce(base)
         return base
+
+    def _arrival(
+        self,
+        prebooking_id: str,
+        path: str,
+        arrived_at: datetime | None,
+        message_id: str | None,
+        retried: int | None,
+    ) -> Attempt:
+        """An arrival before anything is known of its prebooking (NOT_FOUND until found)."""
+        return Attempt(
+            prebooking_id,
+            path,
+            arrived_at or self.clock.now(),
+            Action.NOT_FOUND,
+            message_id=message_id,
+            retried=retried,
+        )
 
     def _announce(self, attempt: Attempt) -> None:
         # Observers must never break an execution: blinker would propagate their exceptions.
