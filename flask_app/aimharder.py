@@ -460,6 +460,11 @@ def _json_or_none(data: bytes) -> Any:
         return None
 
 
+def _book_form(class_id: str, day: str, family_id: str | None) -> dict[str, str]:
+    """The `/api/book` form, the same whether httpx sends it or the firing line does."""
+    return {"id": class_id, "day": day, "insist": "0", "familyId": family_id or ""}
+
+
 class AimHarderClient:
     """A pooled, thread-safe AimHarder client shared by every user and box."""
 
@@ -515,7 +520,7 @@ class AimHarderClient:
         cookies: Mapping[str, str],
     ) -> BookingResult:
         """POST `/api/book` once and classify the answer; never raises for network trouble."""
-        form = {"id": class_id, "day": day, "insist": "0", "familyId": family_id or ""}
+        form = _book_form(class_id, day, family_id)
         headers = self._headers(box, cookies)
         attempt = _start()
         try:
@@ -543,7 +548,7 @@ class AimHarderClient:
         """
         if self._custom_transport:
             return None
-        form = {"id": class_id, "day": day, "insist": "0", "familyId": family_id or ""}
+        form = _book_form(class_id, day, family_id)
         url = urlsplit(self._url(box, "/api/book"))
         request = _serialise(url.netloc, url.path, form, self._raw_headers(box, cookies))
         if request is None or url.hostname is None or url.scheme not in ("http", "https"):
