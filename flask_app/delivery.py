@@ -285,7 +285,7 @@ class FireSlot:
 
 
 def fire_slot(session: Session, row: Prebooking, stagger: timedelta) -> FireSlot:
-    """Rank the row among its twins by (created_at, id), with two indexed counts.
+    """Rank the row among its twins by (created_at, id), with one indexed count query.
 
     Every status counts, so the rank of a prebooking never changes while its twins fire.
     """
