@@ -15,8 +15,8 @@ import migration
 from flask_app import db, dbschema, periodic, shim
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
-from flask_app.core import execution, sessions
-from flask_app.observe import comparison, parity_cli
+from flask_app.core import dispatch, execution, sessions
+from flask_app.observe import comparison, metrics, parity_cli
 from flask_app.qstash import cli as qstash_cli
 from flask_app.qstash import delivery, gateway, webhook
 
@@ -41,6 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     gateway.init_app(app)
     execution.init_app(app)
+    dispatch.init_app(app, telemetry=metrics.DispatchTelemetry(app))
     delivery.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)

@@ -69,6 +69,29 @@ class Defaults:
     CRON_TICK_BUDGET_S = 20
     CRON_STAGGER_MS = 50
     CRON_BATCH_LIMIT = 50
+    # The dispatcher (flask_app/core/dispatch.py, docs/firing.md): a class's leader is elected,
+    # adopts and prepares its members DISPATCH_LEAD_MS before the instant; a class whose
+    # instant has passed fires DISPATCH_LATE_DELAY_MS after its election; followers rescue
+    # members still unsent DISPATCH_WATCHDOG_MS after it. Each process holds at most
+    # DISPATCH_MAX_HELD armed prebookings (beyond: 503, QStash retries). Too-early and transient
+    # answers are re-sent at once up to DISPATCH_RESEND_MAX times within
+    # DISPATCH_RESEND_WINDOW_MS. DISPATCH_LEADER=false: no adoption, every process fires its own
+    # members at rank-derived instants (measured in bench/README.md).
+    DISPATCH_LEAD_MS = 1000.0
+    DISPATCH_LATE_DELAY_MS = 100.0
+    DISPATCH_WATCHDOG_MS = 250.0
+    DISPATCH_MAX_HELD = 20_000
+    DISPATCH_RESEND_MAX = 3
+    DISPATCH_RESEND_WINDOW_MS = 1000.0
+    DISPATCH_LEADER = True
+    # The sweep (executor of last resort, flask_app/core/sweep.py) runs every
+    # DISPATCH_SWEEP_INTERVAL_S and arms prebookings opening within DISPATCH_SWEEP_HORIZON_S that
+    # QStash has not covered: never published, or still undelivered DISPATCH_OVERDUE_MS before
+    # the opening; a prebooking claimed DISPATCH_MAX_CLAIMS times without an outcome fails.
+    DISPATCH_SWEEP_INTERVAL_S = 0.5
+    DISPATCH_SWEEP_HORIZON_S = 5.0
+    DISPATCH_OVERDUE_MS = 1500.0
+    DISPATCH_MAX_CLAIMS = 3
     # Bodies larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 64 * 1024
 
@@ -79,6 +102,7 @@ _BOOLS = (
     "LEGACY_CRON_ENABLED",
     "TASK_ALWAYS_EAGER",
     "AIMHARDER_FIRING_LINE",
+    "DISPATCH_LEADER",
 )
 _STRINGS = (
     "DATABASE_URL",
@@ -159,6 +183,35 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, low in ints:
         if name in environ:
             out[name] = parse_int(name, environ[name], low=low)
+    out.update(_dispatch_settings(environ))
+    return out
+
+
+#: DISPATCH_* numbers: (name, low, high); ints are counts, floats durations.
+_DISPATCH_FLOATS = (
+    ("DISPATCH_LEAD_MS", 50.0, 30_000.0),
+    ("DISPATCH_LATE_DELAY_MS", 0.0, 5_000.0),
+    ("DISPATCH_WATCHDOG_MS", 10.0, 10_000.0),
+    ("DISPATCH_RESEND_WINDOW_MS", 0.0, 10_000.0),
+    ("DISPATCH_SWEEP_INTERVAL_S", 0.05, 60.0),
+    ("DISPATCH_SWEEP_HORIZON_S", 0.5, 600.0),
+    ("DISPATCH_OVERDUE_MS", 0.0, 60_000.0),
+)
+_DISPATCH_INTS = (
+    ("DISPATCH_MAX_HELD", 1, 10_000_000),
+    ("DISPATCH_RESEND_MAX", 0, 20),
+    ("DISPATCH_MAX_CLAIMS", 1, 100),
+)
+
+
+def _dispatch_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, low, high in _DISPATCH_FLOATS:
+        if name in environ:
+            out[name] = parse_float(name, environ[name], low=low, high=high)
+    for name, ilow, ihigh in _DISPATCH_INTS:
+        if name in environ:
+            out[name] = parse_int(name, environ[name], low=ilow, high=ihigh)
     return out
 
 

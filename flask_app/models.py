@@ -20,6 +20,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -66,6 +67,23 @@ def is_valid_id(value: str) -> bool:
     return bool(_UUID.fullmatch(value))
 
 
+def class_key(booking_data: dict[str, Any], available_at: datetime) -> str:
+    """The class a prebooking competes in: box, class id, day and opening instant (UTC ms).
+
+    Prebookings with the same key open together for the same places, so FIFO holds among them
+    (docs/firing.md); order between different keys does not matter.
+    """
+    opening_ms = round(available_at.timestamp() * 1000)
+    box, class_id, day = (str(booking_data.get(k, "")) for k in ("box", "class_id", "day"))
+    return f"{box}/{class_id}/{day}/{opening_ms}"
+
+
+def _class_key_default(context: DefaultExecutionContext) -> str:
+    # Computed on insert from the row's own values, whoever inserts it (API, tests, tools).
+    params = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return class_key(params.get("booking_data") or {}, params["available_at"])
+
+
 class Base(DeclarativeBase):
     """Declarative base of every table."""
 
@@ -77,6 +95,7 @@ class Prebooking(Base):
     __table_args__ = (
         Index("ix_prebookings_status_available_at", "status", "available_at"),
         Index("ix_prebookings_created_at_id", "created_at", "id"),
+        Index("ix_prebookings_class_key_status", "class_key", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -101,6 +120,24 @@ class Prebooking(Base):
     claim_count: Mapped[int] = mapped_column(Integer, default=0)
     book_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The class it competes in (class_key()): the dispatcher fires each class in FIFO order.
+    class_key: Mapped[str] = mapped_column(String(160), default=_class_key_default)
+
+
+class FireGroup(Base):
+    """One class's firing round: who leads it and the instant its rank 0 fires (dispatch.py).
+
+    Won by a conditional insert, so one process per class writes every member in FIFO order;
+    the others read the anchor and stagger to fire stragglers at the same rank-derived instants.
+    """
+
+    __tablename__ = "fire_groups"
+
+    class_key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    leader: Mapped[str] = mapped_column(String(128))
+    anchor_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    stagger_us: Mapped[int] = mapped_column(Integer)
+    elected_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class UserSession(Base):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import pool
 
 from flask_app.db import make_engine
 from flask_app.models import Base
@@ -28,8 +27,9 @@ def run_online() -> None:
     if connectable is not None:
         _run(connectable)
         return
+    # Keep the engine's own pool: swapping it skips the dialect's first-connect initialisation,
+    # which SQLite's batch (table copy) migrations need to reflect a table.
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
-    engine.pool = pool.NullPool(engine.pool._creator)  # type: ignore[attr-defined]
     with engine.connect() as connection:
         _run(connection)
     engine.dispose()

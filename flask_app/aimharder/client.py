@@ -382,6 +382,7 @@ class PreparedBooking:
         self._attempt: _Attempt | None = None
         self._written = 0
         self._write_error: OSError | None = None
+        self._reusable = False
 
     @property
     def request(self) -> bytes:
@@ -417,8 +418,16 @@ class PreparedBooking:
         """At least one byte of the request left."""
         return self._written > 0
 
-    def result(self) -> BookingResult | None:
-        """The classified answer; None when nothing was sent (book through `book()`)."""
+    def fileno(self) -> int:
+        """The connection's file descriptor (to wait for the answer with a selector)."""
+        return self._sock.fileno()
+
+    def result(self, *, keep_open: bool = False) -> BookingResult | None:
+        """The classified answer; None when nothing was sent (book through `book()`).
+
+        keep_open: leave a keep-alive connection open after a complete answer, so `again()`
+        can re-send the same request over it without a new handshake.
+        """
         attempt = self._attempt
         if attempt is None or not self.sent:
             self.close()
@@ -426,7 +435,8 @@ class PreparedBooking:
         try:
             result = self._read(attempt)
         finally:
-            self.close()
+            if not (keep_open and self._reusable):
+                self.close()
         _log_result(*self._where, result)
         return result
 
@@ -441,8 +451,24 @@ class PreparedBooking:
             return _no_answer_result(exc, sent=True, attempt=attempt)
         finally:
             response.close()
+        self._reusable = not response.will_close
         latency = attempt.latency()
         return _answer_result(response.status, _json_or_none(data), attempt, latency)
+
+    def again(self) -> PreparedBooking | None:
+        """The same request, ready to go again over this connection (None: it was closed)."""
+        if not self._reusable:
+            return None
+        self._reusable = False
+        box, class_id, day = self._where
+        return PreparedBooking(self._sock, self._request, box=box, class_id=class_id, day=day)
+
+    def expire(self) -> None:
+        """Make a pending read give up at once (the answer's deadline passed)."""
+        try:
+            self._sock.settimeout(0.001)
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Close the connection (it serves one booking)."""

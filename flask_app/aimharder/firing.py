@@ -10,6 +10,10 @@ order, then wakes the waiting threads, which read and classify their own answers
 process FIFO is the write order; across processes it is each prebooking's rank offset.
 
 Never early: a shot is written only once the clock reads at least its fire instant.
+
+Two ways in: `fire()` submits one shot and blocks its caller until it was written; `submit()`
+queues a batch without waiting and calls each shot's `on_done(written)` from the line's thread
+right after the batch went out (the dispatcher: no thread waits per prebooking).
 """
 
 from __future__ import annotations
@@ -20,13 +24,18 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from flask_app.timing import Clock
 
-__all__ = ["FiringLine", "Shot"]
+__all__ = ["FiringLine", "OnDone", "Shot"]
+
+#: Called once per submitted shot, from the line's thread: True written, False handed back
+#: unwritten (its connection had dropped). Must be quick and must not raise.
+OnDone = Callable[[bool], None]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +70,16 @@ class _Entry:
     done: threading.Event = field(compare=False, default_factory=threading.Event)
     checked: bool = field(compare=False, default=False)
     written: bool = field(compare=False, default=False)
+    on_done: OnDone | None = field(compare=False, default=None)
+
+    def finish(self) -> None:
+        """Wake the owner: the waiting thread, or the callback."""
+        self.done.set()
+        if self.on_done is not None:
+            try:
+                self.on_done(self.written)
+            except Exception:  # a callback must never stop the line
+                log.exception("firing line callback failed")
 
 
 class FiringLine:
@@ -79,12 +98,22 @@ class FiringLine:
         """Submit `shot` for `at` and wait; True once written, False if it was not written
         (its connection had dropped: nothing was sent, the caller should fall back)."""
         entry = _Entry(_ns(at), next(self._seq), at, shot)
-        with self._cond:
-            self._ensure_thread()
-            heapq.heappush(self._heap, entry)
-            self._cond.notify()
+        self._push([entry])
         entry.done.wait()
         return entry.written
+
+    def submit(self, shots: Iterable[tuple[Shot, datetime, OnDone]]) -> None:
+        """Queue shots without waiting; same-instant shots go out in the order given."""
+        entries = [_Entry(_ns(at), next(self._seq), at, shot, on_done=cb) for shot, at, cb in shots]
+        if entries:
+            self._push(entries)
+
+    def _push(self, entries: list[_Entry]) -> None:
+        with self._cond:
+            self._ensure_thread()
+            for entry in entries:
+                heapq.heappush(self._heap, entry)
+            self._cond.notify()
 
     def _ensure_thread(self) -> None:
         # Started lazily and again after a fork (a gunicorn worker does not inherit threads).
@@ -136,7 +165,7 @@ class FiringLine:
             self._heap = [e for e in self._heap if e not in closed]
             heapq.heapify(self._heap)
         for entry in closed:
-            entry.done.set()
+            entry.finish()
 
     def _wait_until(self, head: _Entry) -> None:
         if not self._realtime:
@@ -164,7 +193,7 @@ class FiringLine:
         finally:
             # Woken only now, so their response parsing does not compete with the writes.
             for entry in fired:
-                entry.done.set()
+                entry.finish()
 
 
 def _ns(at: datetime) -> int:

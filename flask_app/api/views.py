@@ -10,6 +10,7 @@ from werkzeug.exceptions import BadRequest
 from flask_app.api.auth import require_bearer
 from flask_app.api.errors import error
 from flask_app.core import events, repository, sessions
+from flask_app.core.dispatch import get_dispatcher
 from flask_app.db import get_session
 from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.timing import SystemClock
@@ -127,5 +128,6 @@ def health() -> Response:
             "configured": configured,
             "qstash_url": cfg["QSTASH_URL"],
             "app_base_url": cfg["APP_BASE_URL"],
+            "dispatcher": get_dispatcher().health(),
         }
     )

@@ -11,13 +11,13 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,7 +60,12 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Claimed:
-    """A claim we hold: a snapshot of the row as the UPDATE left it."""
+    """A claim we hold: a snapshot of the row as the UPDATE left it.
+
+    `owner` is the holding process's token and `generation` the row's claim count after this
+    claim: together they name this one claim, so a later claim of the same row (even by the
+    same process) makes every write of this one fail.
+    """
 
     id: str
     owner: str
@@ -68,6 +73,12 @@ class Claimed:
     booking_data: dict[str, Any]
     available_at: datetime
     book_sent_at: datetime | None  # set: a previous owner may already have reached AimHarder
+    generation: int = 0
+    class_key: str = ""
+    created_at: datetime | None = None
+    path: str = ""
+    loaded_at: datetime | None = None
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,64 +114,180 @@ class Attempt:
         return lateness_ms(self.fired_at, self.available_at)
 
 
-def _owner(path: str) -> str:
-    return f"{path}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+_TOKEN: tuple[int, str] | None = None
+
+
+def process_token() -> str:
+    """This process's claim token (host, pid and a random part, renewed after a fork)."""
+    global _TOKEN
+    pid = os.getpid()
+    if _TOKEN is None or _TOKEN[0] != pid:
+        _TOKEN = (pid, f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:12]}")
+    return _TOKEN[1]
+
+
+#: The columns every claiming statement returns (one Claimed each).
+_RETURNED = (
+    Prebooking.id,
+    Prebooking.claimed_by,
+    Prebooking.user_email,
+    Prebooking.booking_data,
+    Prebooking.available_at,
+    Prebooking.book_sent_at,
+    Prebooking.claim_count,
+    Prebooking.class_key,
+    Prebooking.created_at,
+    Prebooking.executed_by,
+    Prebooking.loaded_at,
+    Prebooking.qstash_message_id,
+)
+
+
+def _claimed(row: Any) -> Claimed:
+    return Claimed(
+        row.id,
+        row.claimed_by,
+        row.user_email,
+        row.booking_data,
+        row.available_at,
+        row.book_sent_at,
+        row.claim_count,
+        row.class_key,
+        row.created_at,
+        row.executed_by or "",
+        row.loaded_at,
+        row.qstash_message_id,
+    )
+
+
+def claimable(now: datetime) -> Any:
+    """Rows a claim may take: pending (or any status CLAIM starts from), or loaded with an
+    expired lease (its owner died)."""
+    return or_(
+        Prebooking.status.in_(sources(Event.CLAIM)),
+        and_(Prebooking.status == PrebookingStatus.LOADED, Prebooking.claim_expires_at < now),
+    )
 
 
 def claim(
-    session: Session, prebooking_id: str, *, path: str, now: datetime, lease: timedelta
+    session: Session,
+    prebooking_id: str,
+    *,
+    path: str,
+    now: datetime,
+    lease: timedelta,
+    opening: datetime | None = None,
+    owner: str | None = None,
 ) -> Claimed | None:
     """Take a prebooking for execution, atomically; None if someone else has or had it.
 
     The lease runs from the later of now and the window opening, so a claimant that waits for
-    the opening instant is not mistaken for a crashed one.
+    the opening instant is not mistaken for a crashed one. `opening`: the window opening as
+    the caller knows it (a delivery's scheduledAt, a selected row's available_at); with it the
+    claim is one statement, without it the opening is read first. `owner`: the claimant's token
+    (default: this process's).
     """
-    owner = _owner(path)
-    claimable = or_(
-        Prebooking.status == PrebookingStatus.PENDING,
-        and_(Prebooking.status == PrebookingStatus.LOADED, Prebooking.claim_expires_at < now),
-    )
+    if opening is None:
+        opening = _opening(session, prebooking_id)
     stmt = (
         update(Prebooking)
-        .where(Prebooking.id == prebooking_id, claimable)
+        .where(Prebooking.id == prebooking_id, claimable(now))
         .values(
             status=transition(PrebookingStatus.PENDING, Event.CLAIM),
             loaded_at=now,
-            claimed_by=owner,
-            claim_expires_at=_lease_end(session, prebooking_id, now) + lease,
+            claimed_by=owner or process_token(),
+            claim_expires_at=max(now, opening or now) + lease,
             executed_by=path,
             claim_count=Prebooking.claim_count + 1,
             updated_at=now,
         )
-        .returning(
-            Prebooking.id,
-            Prebooking.user_email,
-            Prebooking.booking_data,
-            Prebooking.available_at,
-            Prebooking.book_sent_at,
-        )
+        .returning(*_RETURNED)
         .execution_options(synchronize_session=False)
     )
     row = session.execute(stmt).first()
     session.commit()
-    if row is None:
-        return None
-    return Claimed(
-        row.id, owner, row.user_email, row.booking_data, row.available_at, row.book_sent_at
+    return None if row is None else _claimed(row)
+
+
+def _opening(session: Session, prebooking_id: str) -> datetime | None:
+    opening = select(Prebooking.available_at).where(Prebooking.id == prebooking_id)
+    found: datetime | None = session.execute(opening).scalar()
+    return found
+
+
+def adopt(
+    session: Session, class_key: str, now: datetime, owner: str | None = None
+) -> list[Claimed]:
+    """Take over every claimed, unsent member of a class, from whichever process holds it.
+
+    The class's leader does this shortly before the instant, so it alone writes the whole
+    class in FIFO order. A member whose request may already have left (`book_sent_at`) stays
+    with its holder, which asks AimHarder before sending again.
+    """
+    stmt = (
+        update(Prebooking)
+        .where(_unsent_members(class_key))
+        .values(claimed_by=owner or process_token(), updated_at=now)
+        .returning(*_RETURNED)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).all()
+    session.commit()
+    return [_claimed(row) for row in rows]
+
+
+def _unsent_members(class_key: str) -> Any:
+    return and_(
+        Prebooking.class_key == class_key,
+        Prebooking.status == PrebookingStatus.LOADED,
+        Prebooking.book_sent_at.is_(None),
     )
 
 
-def _lease_end(session: Session, prebooking_id: str, now: datetime) -> Any:
-    # A scalar subquery keeps the claim one statement: max(now, available_at).
-    opening = select(Prebooking.available_at).where(Prebooking.id == prebooking_id)
-    available_at = session.execute(opening).scalar()
-    return max(now, available_at) if available_at is not None else now
+def mark_sent_many(
+    session: Session, claims: Sequence[Claimed], now: datetime, owner: str | None = None
+) -> set[str]:
+    """Note, in one statement, that these requests are about to leave; the ids still ours.
+
+    A claim another process adopted (or a later claim replaced) is left out: its request must
+    not leave from here.
+    """
+    if not claims:
+        return set()
+    owned = tuple_(Prebooking.id, Prebooking.claim_count).in_(
+        [(c.id, c.generation) for c in claims]
+    )
+    stmt = (
+        update(Prebooking)
+        .where(
+            owned,
+            Prebooking.claimed_by == (owner or process_token()),
+            Prebooking.status == PrebookingStatus.LOADED,
+        )
+        .values(book_sent_at=now)
+        .returning(Prebooking.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = set(session.execute(stmt).scalars())
+    session.commit()
+    return ids
+
+
+def class_ranks(session: Session, class_key: str) -> dict[str, int]:
+    """Every member's FIFO rank in its class by (created_at, id), whatever its status, so a
+    rank never changes while the class fires and every process computes the same one."""
+    order = (Prebooking.created_at, Prebooking.id)
+    stmt = select(Prebooking.id, func.row_number().over(order_by=order) - 1).where(
+        Prebooking.class_key == class_key, Prebooking.status.in_(list(PrebookingStatus))
+    )
+    return {pid: int(rank) for pid, rank in session.execute(stmt)}
 
 
 def _owned(claimed: Claimed) -> Any:
     return and_(
         Prebooking.id == claimed.id,
         Prebooking.claimed_by == claimed.owner,
+        Prebooking.claim_count == claimed.generation,
         Prebooking.status == PrebookingStatus.LOADED,
     )
 
@@ -202,8 +329,19 @@ def fail(session: Session, claimed: Claimed, reason: str, now: datetime) -> bool
     )
 
 
-def release(session: Session, claimed: Claimed, *, keep_sent_mark: bool, now: datetime) -> bool:
-    """Give the prebooking back as pending, so a retry or the other path can take it."""
+def release(
+    session: Session,
+    claimed: Claimed,
+    *,
+    keep_sent_mark: bool,
+    now: datetime,
+    reason: str | None = None,
+) -> bool:
+    """Give the prebooking back as pending, so a retry or the other path can take it.
+
+    reason: why (kept in `error_message`, so a prebooking given up after its last retry says
+    what kept failing).
+    """
     values: dict[str, Any] = {
         "status": transition(PrebookingStatus.LOADED, Event.RELEASE),
         "claimed_by": None,
@@ -211,6 +349,8 @@ def release(session: Session, claimed: Claimed, *, keep_sent_mark: bool, now: da
         "executed_by": None,
         "updated_at": now,
     }
+    if reason is not None:
+        values["error_message"] = reason[:2000]
     if not keep_sent_mark:
         values["book_sent_at"] = None
     return _write_if_owned(session, claimed, **values)
@@ -321,6 +461,10 @@ class Executor:
             retried=retried,
         )
 
+    def announce(self, attempt: Attempt) -> None:
+        """Tell every observer of the attempt's path about it (never raises)."""
+        self._announce(attempt)
+
     def _announce(self, attempt: Attempt) -> None:
         # Observers must never break an execution: blinker would propagate their exceptions.
         for receiver in events.attempt_finished.receivers_for(attempt.path):
@@ -328,6 +472,10 @@ class Executor:
                 receiver(attempt.path, attempt=attempt, app=self.app)
             except Exception:
                 log.exception("attempt_finished receiver %r failed", receiver)
+
+    def why_not(self, session: Session, base: Attempt) -> Attempt:
+        """The arrival that found its prebooking claimed, finished, cancelled or gone."""
+        return self._why_not(session, base)
 
     def _why_not(self, session: Session, base: Attempt) -> Attempt:
         row = session.get(Prebooking, base.prebooking_id)
@@ -424,19 +572,7 @@ class Executor:
         )
 
     def _confirmed(self, session: Session, claimed: Claimed, won: Attempt) -> Attempt:
-        result = BookingResult(
-            BookingOutcome.ALREADY_BOOKED,
-            None,
-            None,
-            "already booked (confirmed from the class listing)",
-            None,
-            None,
-            request_sent=False,
-            uncertain=False,
-            sent_at=self.clock.now(),
-            latency=timedelta(0),
-            raw={},
-        )
+        result = confirmed_result(self.clock.now())
         finish(session, claimed, result, self.clock.now())
         return replace(
             won, action=Action.CONFIRMED, status=PrebookingStatus.COMPLETED, outcome=result.outcome
@@ -450,30 +586,60 @@ class Executor:
         result: BookingResult,
         fired_at: datetime,
     ) -> Attempt:
-        now = self.clock.now()
-        timed = replace(
-            won, outcome=result.outcome, fired_at=fired_at, booking_latency=result.latency
-        )
-        if result.outcome.is_final:
-            kept = finish(session, claimed, result, now)
-            event = Event.COMPLETE if result.outcome.is_success else Event.FAIL
-            return replace(
-                timed,
-                action=Action.EXECUTED,
-                status=transition(PrebookingStatus.LOADED, event),
-                detail={} if kept else {"lease": "lost while booking"},
-            )
-        release(session, claimed, keep_sent_mark=result.request_sent, now=now)
+        return record(session, claimed, won, result, fired_at, self.clock.now())
+
+
+def record(
+    session: Session,
+    claimed: Claimed,
+    won: Attempt,
+    result: BookingResult,
+    fired_at: datetime,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> Attempt:
+    """Write what a booking request came to (final: finish; transient: release for a retry)
+    and describe it as the arrival's Attempt."""
+    timed = replace(won, outcome=result.outcome, fired_at=fired_at, booking_latency=result.latency)
+    extra = detail or {}
+    if result.outcome.is_final:
+        kept = finish(session, claimed, result, now)
+        event = Event.COMPLETE if result.outcome.is_success else Event.FAIL
         return replace(
             timed,
-            action=Action.RELEASED,
-            status=PrebookingStatus.PENDING,
-            detail={
-                "request_sent": result.request_sent,
-                "uncertain": result.uncertain,
-                "message": result.message,
-            },
+            action=Action.EXECUTED,
+            status=transition(PrebookingStatus.LOADED, event),
+            detail=extra if kept else extra | {"lease": "lost while booking"},
         )
+    release(session, claimed, keep_sent_mark=result.request_sent, now=now, reason=result.message)
+    return replace(
+        timed,
+        action=Action.RELEASED,
+        status=PrebookingStatus.PENDING,
+        detail=extra
+        | {
+            "request_sent": result.request_sent,
+            "uncertain": result.uncertain,
+            "message": result.message,
+        },
+    )
+
+
+def confirmed_result(now: datetime) -> BookingResult:
+    """The result recorded when AimHarder's listing shows the class already booked."""
+    return BookingResult(
+        BookingOutcome.ALREADY_BOOKED,
+        None,
+        None,
+        "already booked (confirmed from the class listing)",
+        None,
+        None,
+        request_sent=False,
+        uncertain=False,
+        sent_at=now,
+        latency=timedelta(0),
+        raw={},
+    )
 
 
 def _form(booking_data: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
@@ -104,6 +104,28 @@ def load_cookies(session: Session, cipher: MultiFernet, email: str) -> dict[str,
     """
     row = session.get(UserSession, email)
     return None if row is None else unseal(cipher, email, row.cookies_encrypted)
+
+
+def load_many(
+    session: Session, cipher: MultiFernet, emails: Iterable[str]
+) -> dict[str, dict[str, str] | SessionTampered]:
+    """Many users' cookies in one query: email -> cookies, or the reason they are unusable.
+
+    Users with no stored session are absent from the result.
+    """
+    wanted = sorted(set(emails))
+    if not wanted:
+        return {}
+    stmt = select(UserSession.user_email, UserSession.cookies_encrypted).where(
+        UserSession.user_email.in_(wanted)
+    )
+    found: dict[str, dict[str, str] | SessionTampered] = {}
+    for email, token in session.execute(stmt):
+        try:
+            found[email] = unseal(cipher, email, token)
+        except SessionTampered as exc:
+            found[email] = exc
+    return found
 
 
 def rotate_all(session: Session, cipher: MultiFernet) -> int:

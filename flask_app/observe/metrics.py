@@ -4,17 +4,28 @@ Other modules report through two functions, given the app or inside an app conte
 `webhook_response(status)` after answering a QStash delivery, and `publish_error(kind)` when
 publishing to QStash failed. Arrivals are counted by the comparison module (`record_arrival`).
 
-Note: each process has its own registry. Under gunicorn with several workers, each scrape sees
-one worker; run one worker, or scrape each one (prometheus-client's multiprocess mode is not used).
+Every worker in one scrape: when `PROMETHEUS_MULTIPROC_DIR` is set (gunicorn.conf.py sets it,
+empties it at start and marks each exited worker dead), prometheus-client keeps every value in
+a per-process file there, and /metrics merges the files of all the instance's workers
+(`MultiProcessCollector`). Gauges say how they merge (`multiprocess_mode`). Without it (tests,
+CLI), each app's own registry is served.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from flask_app.observe.parity import LATENESS_EDGES_MS
 
@@ -73,6 +84,28 @@ class Metrics:
             ["kind"], registry=r,
         )  # fmt: skip
 
+        self.dispatch_admissions = Counter(
+            "dispatch_admissions", "Arming attempts by result (armed, lost_claim, full).",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.dispatch_held = Gauge(
+            "dispatch_held_prebookings",
+            "Prebookings the dispatchers hold (waiting for their instant or in flight).",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.dispatch_groups = Counter(
+            "dispatch_groups", "Classes this instance fired, by its role (leader, follower).",
+            ["role"], registry=r,
+        )  # fmt: skip
+        self.dispatch_resends = Counter(
+            "dispatch_resends", "Booking requests sent again at once, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.dispatch_swept = Counter(
+            "dispatch_swept", "What the sweep (executor of last resort) did, by kind.",
+            ["what"], registry=r,
+        )  # fmt: skip
+
     def record_arrival(self, attempt: Any) -> None:
         """Count one execution.Attempt (called by the comparison module)."""
         path = attempt.path
@@ -90,8 +123,47 @@ class Metrics:
             self.claims_lost.labels(path=path).inc()
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus text format."""
+        """The metrics in Prometheus text format: every worker's, in multiprocess mode."""
+        if is_multiprocess():
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+def is_multiprocess() -> bool:
+    """True when prometheus-client keeps values in PROMETHEUS_MULTIPROC_DIR (gunicorn)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+class DispatchTelemetry:
+    """What the dispatcher reports, as this app's metrics (dispatch.Telemetry)."""
+
+    def __init__(self, app: Flask) -> None:
+        self._app = app
+
+    def _metrics(self) -> Metrics | None:
+        return get_metrics(self._app)
+
+    def admission(self, result: str) -> None:
+        if (m := self._metrics()) is not None:
+            m.dispatch_admissions.labels(result=str(result)).inc()
+
+    def held(self, count: int) -> None:
+        if (m := self._metrics()) is not None:
+            m.dispatch_held.set(count)
+
+    def group(self, role: str) -> None:
+        if (m := self._metrics()) is not None:
+            m.dispatch_groups.labels(role=role).inc()
+
+    def resend(self, reason: str) -> None:
+        if (m := self._metrics()) is not None:
+            m.dispatch_resends.labels(reason=reason).inc()
+
+    def swept(self, what: str, count: int) -> None:
+        if count and (m := self._metrics()) is not None:
+            m.dispatch_swept.labels(what=what).inc(count)
 
 
 def init_app(app: Flask) -> None:

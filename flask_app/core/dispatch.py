@@ -1,0 +1,1010 @@
+"""The dispatcher: admission without a thread per prebooking, and FIFO per class across processes.
+
+An arrival (a QStash delivery, a cron tick's candidate, the sweep) *arms* its prebooking: one
+conditional UPDATE claims it for this process (`execution.claim`), and the dispatcher files it
+under its class (`Prebooking.class_key`: box, class id, day, opening instant) in an in-memory
+schedule; the caller answers at once. No thread waits per prebooking.
+
+Each class fires as one group. `lead` before the group's instant, every process holding
+members of it tries to become its leader: a `fire_groups` row won by a conditional insert,
+which also fixes the group's *anchor* (the instant rank 0 fires; the opening in the gym's time,
+or a moment from now when that has passed) for every process. The leader *adopts* every
+claimed, unsent member of the class from every process (one UPDATE ... RETURNING), prepares
+them (cookies, connection, bytes), marks them sent and hands them to the firing line at
+`anchor + rank × stagger`, rank being the member's FIFO rank in its class by (created_at, id),
+the same whichever process computes it. The others keep their members until `lead / 2` before
+the anchor; whatever is still theirs then (armed after the leader's snapshot, or no leader
+adopted it) they fire themselves at the same rank-derived instants. `watchdog` after the
+anchor, a follower adopts whatever is still unsent in the class (a leader that died before
+sending) and fires it at once, in rank order. Every send is preceded by a conditional mark
+(`mark_sent_many`), so exactly one process sends each prebooking.
+
+Answers are read by a selector (`aimharder.answers`), outcomes recorded by one recorder thread
+(off the firing path) and announced on `events.attempt_finished` like every arrival. Too-early
+answers and transient failures are re-sent at once a bounded number of times within a short
+window; then the prebooking fails (too early) or is released for the sweep (transient).
+
+Real-time clocks run all this on background threads started on first use (per process). Other
+clocks (tests) run nothing by themselves: `drain()` advances the fake clock and does every step
+inline, in order.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import resource
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from functools import partial
+from typing import Any, Protocol
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from flask_app.aimharder.answers import AnswerReader
+from flask_app.aimharder.client import BookingOutcome, BookingResult, PreparedBooking
+from flask_app.core.execution import (
+    Action,
+    Attempt,
+    Claimed,
+    Executor,
+    adopt,
+    claim,
+    class_ranks,
+    confirmed_result,
+    fail,
+    mark_sent_many,
+    process_token,
+    record,
+    release,
+)
+from flask_app.core.prebooking import PrebookingStatus
+from flask_app.models import FireGroup, is_valid_id
+from flask_app.timing import Clock
+
+log = logging.getLogger(__name__)
+
+_EXT = "dispatcher"
+
+
+# --- settings and collaborators -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """How the dispatcher paces a class (DISPATCH_* and QSTASH_FIRE_STAGGER_MS config)."""
+
+    lead: timedelta = timedelta(seconds=1)  # elect, adopt and prepare this long ahead
+    late_delay: timedelta = timedelta(milliseconds=100)  # anchor of a class already open
+    watchdog: timedelta = timedelta(milliseconds=250)  # followers rescue unsent members then
+    stagger: timedelta = timedelta(microseconds=10)  # between FIFO ranks
+    max_held: int = 20_000  # prebookings waiting or in flight in this process
+    resend_max: int = 3  # re-sends after a too-early or transient answer
+    resend_window: timedelta = timedelta(seconds=1)  # ... all within this of the first send
+    leader: bool = True  # False: no adoption, every process fires its own at rank instants
+    regroup_after: timedelta = timedelta(seconds=10)  # a group row this old is elected anew
+    lease: timedelta = timedelta(seconds=60)
+    prepare_threads: int = 16
+    book_threads: int = 64  # clients without prepare (tests, AIMHARDER_FIRING_LINE=false)
+    answer_timeout_s: float = 8.0
+
+    @property
+    def straggler_lead(self) -> timedelta:
+        """When followers claim what the leader did not take: after its adoption, in time to
+        prepare. Without a leader, as early as a leader would."""
+        return self.lead / 2 if self.leader else self.lead
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DispatchSettings:
+        """Read the DISPATCH_* settings (see flask_app/config.py)."""
+        ms = timedelta(milliseconds=1)
+        return cls(
+            lead=float(config["DISPATCH_LEAD_MS"]) * ms,
+            late_delay=float(config["DISPATCH_LATE_DELAY_MS"]) * ms,
+            watchdog=float(config["DISPATCH_WATCHDOG_MS"]) * ms,
+            stagger=float(config["QSTASH_FIRE_STAGGER_MS"]) * ms,
+            max_held=int(config["DISPATCH_MAX_HELD"]),
+            resend_max=int(config["DISPATCH_RESEND_MAX"]),
+            resend_window=float(config["DISPATCH_RESEND_WINDOW_MS"]) * ms,
+            leader=bool(config["DISPATCH_LEADER"]),
+            lease=timedelta(seconds=float(config["CLAIM_LEASE_SECONDS"])),
+            answer_timeout_s=float(config["AIMHARDER_TIMEOUT_S"]),
+        )
+
+
+class GymClocks(Protocol):
+    """The part of `aimharder.gym_clock` the dispatcher uses (issue 15)."""
+
+    def fire_instant(self, box: str, available_at: datetime) -> datetime:
+        """Our clock's reading when the box's clock reads `available_at`."""
+        ...
+
+    def note_too_early(self, box: str, *, sent_at: datetime, available_at: datetime) -> None:
+        """AimHarder said too early to a request sent at `sent_at` for `available_at`."""
+        ...
+
+
+class OwnClock:
+    """Fires at the opening by our own clock (until the gym's clock estimator is wired)."""
+
+    def fire_instant(self, box: str, available_at: datetime) -> datetime:
+        return available_at
+
+    def note_too_early(self, box: str, *, sent_at: datetime, available_at: datetime) -> None:
+        log.info("too early at box %s: sent %s for %s", box, sent_at, available_at)
+
+
+class Telemetry(Protocol):
+    """What the dispatcher reports (observe/metrics.py implements it)."""
+
+    def admission(self, result: str) -> None: ...
+    def held(self, count: int) -> None: ...
+    def group(self, role: str) -> None: ...
+    def resend(self, reason: str) -> None: ...
+    def swept(self, what: str, count: int) -> None: ...
+
+
+class NoTelemetry:
+    """Reports nowhere."""
+
+    def admission(self, result: str) -> None:
+        pass
+
+    def held(self, count: int) -> None:
+        pass
+
+    def group(self, role: str) -> None:
+        pass
+
+    def resend(self, reason: str) -> None:
+        pass
+
+    def swept(self, what: str, count: int) -> None:
+        pass
+
+
+#: (session, emails) -> email: cookies, or why they are unusable; absent: none stored.
+CookieLoader = Callable[[Session, Iterable[str]], Mapping[str, "dict[str, str] | Exception"]]
+
+
+# --- what the edges see ---------------------------------------------------------------------
+
+
+class ArmResult(StrEnum):
+    """What arming one prebooking came to."""
+
+    ARMED = "armed"  # claimed here; it fires at its instant
+    LOST = "lost_claim"  # claimed, finished, cancelled or unknown: someone else's or nobody's
+    NOT_FOUND = "not_found"  # not even shaped like an id
+    FULL = "full"  # this process holds its maximum: nothing claimed, retry later
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """Who brought a prebooking to the dispatcher, for its Attempt."""
+
+    path: str
+    arrived_at: datetime
+    message_id: str | None = None
+    retried: int | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The answer to `arm()`."""
+
+    result: ArmResult
+    prebooking_id: str
+    fire_at: datetime | None = None  # the class's instant by our clock (gym time applied)
+
+
+# --- the schedule ---------------------------------------------------------------------------
+
+
+@dataclass
+class Member:
+    """A prebooking this process holds, from its claim until its outcome is recorded."""
+
+    claimed: Claimed
+    arrival: Arrival
+    rank: int = 0
+    cookies: dict[str, str] | None = None
+    prepared: PreparedBooking | None = None
+    fire_at: datetime | None = None
+    role: str = "own"
+    sends: int = 0
+    first_sent_at: datetime | None = None
+    settled: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.claimed.id
+
+    @property
+    def form(self) -> dict[str, Any]:
+        data = self.claimed.booking_data
+        return {
+            "box": data["box"],
+            "class_id": data["class_id"],
+            "day": data["day"],
+            "family_id": data.get("family_id"),
+        }
+
+
+@dataclass
+class Group:
+    """One class as this process sees it."""
+
+    key: str
+    box: str
+    opening: datetime
+    fire_at: datetime  # the opening in the gym's time, by our clock
+    elect_at: datetime
+    waiting: dict[str, Member] = field(default_factory=dict)
+    anchor: datetime | None = None
+    stagger: timedelta = timedelta(0)
+    premarked: bool = False
+    watchdog_at: datetime | None = None
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Election:
+    """The outcome of one process's bid to lead a class."""
+
+    won: bool
+    anchor: datetime
+    stagger: timedelta
+
+
+def elect(
+    session: Session,
+    key: str,
+    anchor: datetime,
+    stagger: timedelta,
+    now: datetime,
+    stale: datetime,
+    owner: str | None = None,
+) -> Election:
+    """Bid to lead class `key` with this anchor: a conditional insert, or a takeover of a
+    group row whose anchor is older than `stale` (a past round); else the leader's terms."""
+    values = {
+        "class_key": key,
+        "leader": owner or process_token(),
+        "anchor_at": anchor,
+        "stagger_us": round(stagger / timedelta(microseconds=1)),
+        "elected_at": now,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(FireGroup).values(**values).on_conflict_do_nothing()
+    won = session.execute(insert.returning(FireGroup.class_key)).first() is not None
+    if not won:
+        takeover = (
+            update(FireGroup)
+            .where(FireGroup.class_key == key, FireGroup.anchor_at < stale)
+            .values(**values)
+            .returning(FireGroup.class_key)
+        )
+        won = session.execute(takeover).first() is not None
+    if won:
+        session.commit()
+        return Election(True, anchor, stagger)
+    row = session.execute(
+        select(FireGroup.anchor_at, FireGroup.stagger_us).where(FireGroup.class_key == key)
+    ).one()
+    session.commit()
+    return Election(False, row.anchor_at, timedelta(microseconds=row.stagger_us))
+
+
+def forget_groups(session: Session, before: datetime) -> int:
+    """Delete group rows whose anchor is older than `before` (they only settled a past round)."""
+    done = session.execute(delete(FireGroup).where(FireGroup.anchor_at < before))
+    session.commit()
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+# --- the dispatcher -------------------------------------------------------------------------
+
+
+class Dispatcher:
+    """This process's schedule of armed prebookings, and the machinery that fires them."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        settings: DispatchSettings,
+        load_cookies: CookieLoader,
+        *,
+        gym: GymClocks | None = None,
+        telemetry: Telemetry | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.executor = executor
+        self.settings = settings
+        self.load_cookies = load_cookies
+        self.gym: GymClocks = gym or OwnClock()
+        self.telemetry: Telemetry = telemetry or NoTelemetry()
+        self.staggers: dict[str, timedelta] = {}
+        self._token = token  # None: this process's (tests run several dispatchers in one)
+        self.refused = 0
+        self._realtime = bool(getattr(executor.clock, "realtime", False))
+        self._lock = threading.Condition()
+        self._groups: dict[str, Group] = {}
+        self._heap: list[tuple[datetime, int, str]] = []
+        self._seq = itertools.count()
+        self._held = 0
+        self._pid = 0
+        self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._prepare_pool: ThreadPoolExecutor | None = None
+        self._book_pool: ThreadPoolExecutor | None = None
+        self._reader = AnswerReader(timeout_s=settings.answer_timeout_s)
+
+    # --- admission (request threads) ---------------------------------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        return self.executor.clock
+
+    @property
+    def token(self) -> str:
+        """The claim token this dispatcher holds its prebookings under."""
+        return self._token or process_token()
+
+    @property
+    def held(self) -> int:
+        """Prebookings this process holds: waiting for their instant or in flight."""
+        return self._held
+
+    def arm(
+        self, prebooking_id: str, arrival: Arrival, *, opening: datetime | None = None
+    ) -> Admission:
+        """Claim the prebooking for this process and schedule it; never waits for the instant.
+
+        One conditional UPDATE. FULL (nothing claimed) when this process holds its maximum.
+        """
+        if not is_valid_id(prebooking_id):
+            return Admission(ArmResult.NOT_FOUND, prebooking_id)
+        if self._held >= self.settings.max_held:
+            return self._refuse(prebooking_id)
+        with self.executor.sessions() as session:
+            claimed = claim(
+                session,
+                prebooking_id,
+                path=arrival.path,
+                now=self.clock.now(),
+                lease=self.settings.lease,
+                opening=opening,
+                owner=self.token,
+            )
+        if claimed is None:
+            self.telemetry.admission(ArmResult.LOST)
+            return Admission(ArmResult.LOST, prebooking_id)
+        group = self._register([Member(claimed, arrival)])[0]
+        self.telemetry.admission(ArmResult.ARMED)
+        return Admission(ArmResult.ARMED, prebooking_id, group.fire_at)
+
+    def _refuse(self, prebooking_id: str) -> Admission:
+        self.refused += 1
+        self.telemetry.admission(ArmResult.FULL)
+        log.warning(
+            "dispatcher full (%d held, DISPATCH_MAX_HELD=%d): prebooking %s refused for now",
+            self._held, self.settings.max_held, prebooking_id,
+        )  # fmt: skip
+        return Admission(ArmResult.FULL, prebooking_id)
+
+    def note_lost(self, prebooking_id: str, arrival: Arrival) -> None:
+        """Announce an arrival that armed nothing, finding out why off the request path."""
+        base = Attempt(
+            prebooking_id,
+            arrival.path,
+            arrival.arrived_at,
+            Action.NOT_FOUND,
+            message_id=arrival.message_id,
+            retried=arrival.retried,
+        )
+        self._record_off_path(partial(self._announce_lost, base))
+
+    def _announce_lost(self, base: Attempt) -> None:
+        attempt = base
+        if is_valid_id(base.prebooking_id):
+            with self.executor.sessions() as session:
+                attempt = self.executor.why_not(session, base)
+        self.executor.announce(attempt)
+
+    def set_path_stagger(self, path: str, stagger: timedelta) -> None:
+        """Space the ranks of classes armed by `path` by `stagger` (e.g. the legacy tick's)."""
+        self.staggers[path] = stagger
+
+    def health(self) -> dict[str, Any]:
+        """This process's admission figures for /api/health."""
+        return {
+            "held": self._held,
+            "max_held": self.settings.max_held,
+            "full": self._held >= self.settings.max_held,
+            "refused": self.refused,
+            "classes": len(self._groups),
+            "leader_mode": self.settings.leader,
+        }
+
+    # --- the schedule ------------------------------------------------------------------------
+
+    def _register(self, members: list[Member]) -> list[Group]:
+        groups = []
+        with self._lock:
+            self._start()
+            for member in members:
+                group = self._group_for(member.claimed)
+                if member.id not in group.waiting:
+                    self._held += 1
+                group.waiting[member.id] = member
+                groups.append(group)
+                self._reschedule(group)
+            self.telemetry.held(self._held)
+        return groups
+
+    def _group_for(self, claimed: Claimed) -> Group:
+        group = self._groups.get(claimed.class_key)
+        if group is None:
+            box = str(claimed.booking_data.get("box", ""))
+            fire_at = self.gym.fire_instant(box, claimed.available_at)
+            group = Group(
+                claimed.class_key, box, claimed.available_at, fire_at, fire_at - self.settings.lead
+            )
+            self._groups[group.key] = group
+        return group
+
+    def _next_due(self, group: Group) -> datetime | None:
+        if group.anchor is None:
+            return group.elect_at
+        if not group.premarked:
+            return group.anchor - self.settings.straggler_lead
+        if group.waiting:
+            return self.clock.now()
+        return group.watchdog_at
+
+    def _reschedule(self, group: Group) -> None:
+        """Queue the group's next step, or forget it when nothing is left (lock held)."""
+        due = self._next_due(group)
+        if due is None:
+            if self._groups.get(group.key) is group:
+                del self._groups[group.key]
+            return
+        if group.due_at != due:
+            group.due_at = due
+            heapq.heappush(self._heap, (due, next(self._seq), group.key))
+            self._lock.notify()
+
+    def _pop_due(self, now: datetime | None) -> Group | None:
+        """The next group whose step is due (now: by then; None: the earliest), lock held."""
+        while self._heap:
+            due, _, key = self._heap[0]
+            group = self._groups.get(key)
+            if group is None or group.due_at != due:
+                heapq.heappop(self._heap)
+                continue
+            if now is not None and due > now:
+                return None
+            heapq.heappop(self._heap)
+            group.due_at = None
+            return group
+        return None
+
+    def drain(self, until: datetime | None = None) -> None:
+        """Run every step due up to `until` (all of them if None), advancing a test clock."""
+        while True:
+            with self._lock:
+                if not self._heap:
+                    return
+                head = min(self._heap)[0]
+                if until is not None and head > until:
+                    return
+            self.clock.sleep_until(head)
+            with self._lock:
+                group = self._pop_due(self.clock.now())
+            if group is not None:
+                self._step(group)
+
+    # --- background threads (real-time clocks only) ------------------------------------------
+
+    def _start(self) -> None:
+        # Lazily and once per process (a gunicorn worker inherits no threads), lock held.
+        if not self._realtime or self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        _raise_open_files_limit()
+        self._records = queue.SimpleQueue()
+        self._prepare_pool = ThreadPoolExecutor(self.settings.prepare_threads, "dispatch-prepare")
+        self._book_pool = ThreadPoolExecutor(self.settings.book_threads, "dispatch-book")
+        for target, name in ((self._run, "dispatcher"), (self._run_records, "dispatch-record")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                group = self._pop_due(self.clock.now())
+                if group is None:
+                    self._lock.wait(self._wait_s())
+                    continue
+            try:
+                self._step(group)
+            except Exception:  # the schedule must survive anything: its members still wait
+                log.exception("dispatcher step for class %s failed; retrying", group.key)
+                self._retry_later(group)
+
+    def _wait_s(self) -> float | None:
+        if not self._heap:
+            return None
+        return max(0.0, (min(self._heap)[0] - self.clock.now()).total_seconds())
+
+    def _retry_later(self, group: Group) -> None:
+        with self._lock:
+            due = self.clock.now() + timedelta(milliseconds=50)
+            group.due_at = due
+            heapq.heappush(self._heap, (due, next(self._seq), group.key))
+
+    def _run_records(self) -> None:
+        while True:
+            job = self._records.get()
+            try:
+                job()
+            except Exception:
+                log.exception("recording a dispatched outcome failed")
+
+    def _record_off_path(self, job: Callable[[], None]) -> None:
+        if self._realtime:
+            with self._lock:
+                self._start()
+            self._records.put(job)
+        else:
+            job()
+
+    def _in_pool(self, pool: ThreadPoolExecutor | None, job: Callable[[], None]) -> None:
+        if pool is None:
+            job()
+        else:
+            pool.submit(_logged, job)
+
+    # --- one group's steps (the dispatcher thread) -------------------------------------------
+
+    def _step(self, group: Group) -> None:
+        now = self.clock.now()
+        if group.anchor is None:
+            self._elect(group, now)
+            now = self.clock.now()
+        assert group.anchor is not None
+        if not group.premarked and now >= group.anchor - self.settings.straggler_lead:
+            group.premarked = True
+        if group.premarked and group.waiting:
+            self._launch(group, self._take_waiting(group), "own")
+        if group.watchdog_at is not None and self.clock.now() >= group.watchdog_at:
+            group.watchdog_at = None
+            self._rescue(group)
+        with self._lock:
+            self._reschedule(group)
+
+    def _take_waiting(self, group: Group) -> list[Member]:
+        with self._lock:
+            members = list(group.waiting.values())
+            group.waiting.clear()
+        return members
+
+    def _elect(self, group: Group, now: datetime) -> None:
+        stagger = self._stagger_of(group)
+        anchor = max(group.fire_at, now + self.settings.late_delay)
+        stale = now - self.settings.regroup_after
+        with self.executor.sessions() as session:
+            won = elect(session, group.key, anchor, stagger, now, stale, self.token)
+        group.anchor, group.stagger = won.anchor, won.stagger
+        self.telemetry.group("leader" if won.won else "follower")
+        if won.won and self.settings.leader:
+            group.premarked = True  # what it did not adopt it fires itself, at once
+            self._lead(group, now)
+        elif self.settings.leader:
+            group.watchdog_at = won.anchor + self.settings.watchdog
+
+    def _stagger_of(self, group: Group) -> timedelta:
+        paths = {m.arrival.path for m in group.waiting.values()}
+        return max(
+            (self.staggers.get(p, self.settings.stagger) for p in paths),
+            default=self.settings.stagger,
+        )
+
+    def _lead(self, group: Group, now: datetime) -> None:
+        """Adopt every unsent member of the class, from whichever process, and fire them all."""
+        with self.executor.sessions() as session:
+            claims = adopt(session, group.key, now, self.token)
+        self._launch(group, self._adopted(group, claims), "leader")
+
+    def _rescue(self, group: Group) -> None:
+        """After the anchor: adopt what is still unsent (its leader died) and fire it now."""
+        with self.executor.sessions() as session:
+            claims = adopt(session, group.key, self.clock.now(), self.token)
+        if claims:
+            log.warning(
+                "class %s: %d member(s) unsent after the anchor; firing them",
+                group.key,
+                len(claims),
+            )
+        self._launch(group, self._adopted(group, claims), "watchdog")
+
+    def _adopted(self, group: Group, claims: list[Claimed]) -> list[Member]:
+        members = []
+        with self._lock:
+            for claimed in claims:
+                local = group.waiting.pop(claimed.id, None)
+                if local is None:
+                    self._held += 1
+                    members.append(Member(claimed, _arrival_of(claimed, self.clock.now())))
+                else:
+                    members.append(replace(local, claimed=claimed))
+            self.telemetry.held(self._held)
+        return members
+
+    # --- launching members -------------------------------------------------------------------
+
+    def _launch(self, group: Group, members: list[Member], role: str) -> None:
+        """Send these members at their rank-derived instants, in FIFO order, each only once
+        this process's conditional mark says it is still ours.
+
+        The leader prepares first and marks last (until then a follower's watchdog may still
+        rescue its members); a follower marks first, since most of its members were adopted
+        and need no connection.
+        """
+        if not members:
+            return
+        try:
+            ready = self._with_cookies(group, members)
+            ready.sort(key=lambda m: (m.rank, m.id))
+            if role == "leader":
+                self._prepare_all(ready)
+                ready = self._still_mine([m for m in ready if not m.settled])
+            else:
+                ready = self._still_mine(ready)
+                self._prepare_all(ready)
+        except SQLAlchemyError as exc:
+            log.warning("class %s: database trouble before sending: %s", group.key, exc)
+            why = f"database unavailable before sending: {type(exc).__name__}"
+            for member in members:
+                if not member.settled:
+                    self._close(member)
+                    self._give_back(member, why)
+            return
+        assert group.anchor is not None
+        for member in ready:
+            member.role = role
+            member.fire_at = group.anchor + group.stagger * member.rank
+        self._send([m for m in ready if not m.settled])
+
+    def _still_mine(self, members: list[Member]) -> list[Member]:
+        """Mark these members sent (one statement); drop those another process holds now."""
+        with self.executor.sessions() as session:
+            claims = [m.claimed for m in members]
+            mine = mark_sent_many(session, claims, self.clock.now(), self.token)
+        kept = []
+        for member in members:
+            if member.id in mine:
+                kept.append(member)
+            else:
+                member.settled = True
+                self._drop(member)  # adopted by the leader (or finished) meanwhile
+        return kept
+
+    def _with_cookies(self, group: Group, members: list[Member]) -> list[Member]:
+        """Ranks and cookies for the members (two queries); fail those with no usable session."""
+        with self.executor.sessions() as session:
+            ranks = class_ranks(session, group.key)
+            cookies = self.load_cookies(session, [m.claimed.user_email for m in members])
+        ready = []
+        for member in members:
+            member.rank = ranks.get(member.id, 0)
+            found = cookies.get(member.claimed.user_email)
+            if found is None:
+                self._fail(member, "no AimHarder session stored for this user")
+            elif isinstance(found, Exception):
+                self._fail(member, f"stored AimHarder session is unusable: {found}")
+            else:
+                member.cookies = found
+                ready.append(member)
+        return ready
+
+    def _prepare_all(self, members: list[Member]) -> None:
+        """Ask AimHarder first where a request may already have left; open the connections."""
+        jobs = [partial(self._prepare_one, m) for m in members]
+        pool = self._prepare_pool if self._realtime else None
+        if pool is None or len(jobs) < 2:
+            for job in jobs:
+                _logged(job)
+            return
+        for future in [pool.submit(_logged, job) for job in jobs]:
+            future.result()
+
+    def _prepare_one(self, member: Member) -> None:
+        assert member.cookies is not None
+        if member.claimed.book_sent_at is not None:
+            booked = self.executor.client.is_booked(**member.form, cookies=member.cookies)
+            if booked:
+                member.settled = True
+                self._finish(member, confirmed_result(self.clock.now()), confirmed=True)
+                return
+        member.prepared = self._prepared(member)
+
+    def _prepared(self, member: Member) -> PreparedBooking | None:
+        prepare = getattr(self.executor.client, "prepare", None)
+        if not self._realtime or self.executor.line is None or prepare is None:
+            return None
+        try:
+            found: PreparedBooking | None = prepare(**member.form, cookies=member.cookies)
+        except Exception:  # preparing is an optimisation: any trouble means the plain path
+            log.exception("preparing the booking request of %s failed", member.id)
+            return None
+        return found
+
+    # --- sending and answers -----------------------------------------------------------------
+
+    def _send(self, members: list[Member]) -> None:
+        shots = []
+        for member in members:
+            assert member.fire_at is not None
+            if member.prepared is not None and self.executor.line is not None:
+                callback = partial(self._on_written, member, member.prepared)
+                shots.append((member.prepared, member.fire_at, callback))
+            else:
+                self._book_plain(member, member.fire_at)
+        if shots:
+            assert self.executor.line is not None
+            self.executor.line.submit(shots)
+
+    def _on_written(self, member: Member, prepared: PreparedBooking, written: bool) -> None:
+        # On the firing line's thread: hand the answer to the reader, or fall back at once.
+        if written:
+            on_answer = partial(self._on_read, member, prepared)
+            self._reader.watch(prepared, on_answer, keep_open=True)
+        else:
+            log.info(
+                "prepared booking of %s not sent (connection dropped); booking via httpx", member.id
+            )
+            self._book_plain(member, self.clock.now())
+
+    def _book_plain(self, member: Member, at: datetime) -> None:
+        """Book through `client.book()` at `at` (a pool thread; inline for test clocks)."""
+
+        def book() -> None:
+            self.clock.sleep_until(at)
+            assert member.cookies is not None
+            sent_at = self.clock.now()
+            result = self.executor.client.book(**member.form, cookies=member.cookies)
+            self._on_answer(member, None, result, sent_at)
+
+        self._in_pool(self._book_pool if self._realtime else None, book)
+
+    def _on_read(
+        self, member: Member, prepared: PreparedBooking, result: BookingResult | None
+    ) -> None:
+        if result is None:  # nothing had left after all: the plain path, now
+            self._close_prepared(prepared)
+            self._book_plain(member, self.clock.now())
+            return
+        self._on_answer(member, prepared, result, result.sent_at)
+
+    def _on_answer(
+        self,
+        member: Member,
+        prepared: PreparedBooking | None,
+        result: BookingResult,
+        sent_at: datetime,
+    ) -> None:
+        member.sends += 1
+        member.first_sent_at = member.first_sent_at or sent_at
+        reason = self._resend_reason(member, result, sent_at)
+        if reason is None:
+            self._close_prepared(prepared)
+            self._finish(member, result)
+            return
+        self.telemetry.resend(reason)
+        if result.outcome is BookingOutcome.TOO_EARLY:
+            self.gym.note_too_early(
+                member.claimed.booking_data.get("box", ""),
+                sent_at=result.sent_at,
+                available_at=member.claimed.available_at,
+            )
+        self._resend(member, prepared)
+
+    def _resend_reason(
+        self, member: Member, result: BookingResult, sent_at: datetime
+    ) -> str | None:
+        """Why this answer is worth sending again at once (None: record it)."""
+        first = member.first_sent_at or sent_at
+        if member.sends > self.settings.resend_max or sent_at - first > self.settings.resend_window:
+            return None
+        if result.outcome is BookingOutcome.TOO_EARLY:
+            return "too_early"
+        if result.outcome is not BookingOutcome.TRANSIENT:
+            return None
+        status = result.status_code
+        if not result.request_sent or (status is not None and (status >= 500 or status == 429)):
+            return "transient"
+        return None  # written, then no answer: uncertain; the listing must be asked first
+
+    def _resend(self, member: Member, prepared: PreparedBooking | None) -> None:
+        box = str(member.claimed.booking_data.get("box", ""))
+        at = max(self.clock.now(), self.gym.fire_instant(box, member.claimed.available_at))
+        again = prepared.again() if prepared is not None else None
+        if again is None and prepared is not None:
+            again = self._prepared(member)
+        if again is None or self.executor.line is None:
+            self._book_plain(member, at)
+            return
+        self.executor.line.submit([(again, at, partial(self._on_written, member, again))])
+
+    # --- outcomes (the recorder thread) ------------------------------------------------------
+
+    def _finish(self, member: Member, result: BookingResult, *, confirmed: bool = False) -> None:
+        self._record_off_path(partial(self._record, member, result, confirmed))
+
+    def _record(self, member: Member, result: BookingResult, confirmed: bool) -> None:
+        try:
+            attempt = self._write_outcome(member, result, confirmed)
+        finally:
+            self._release_hold()
+        self.executor.announce(attempt)
+
+    def _write_outcome(self, member: Member, result: BookingResult, confirmed: bool) -> Attempt:
+        won = self._won(member)
+        fired_at = member.first_sent_at or result.sent_at
+        if result.outcome is BookingOutcome.TOO_EARLY and member.sends > 1:
+            said = result.message or "bookState -12"
+            result = replace(result, message=f"too early after {member.sends} sends: {said}")
+        detail = {"fired_by": member.role, "rank": member.rank, "sends": member.sends}
+        with self.executor.sessions() as session:
+            attempt = record(
+                session, member.claimed, won, result, fired_at, self.clock.now(), detail
+            )
+        if confirmed:
+            return replace(attempt, action=Action.CONFIRMED, fired_at=None, booking_latency=None)
+        return attempt
+
+    def _won(self, member: Member) -> Attempt:
+        arrival = member.arrival
+        return Attempt(
+            member.id,
+            arrival.path,
+            arrival.arrived_at,
+            Action.EXECUTED,
+            available_at=member.claimed.available_at,
+            won=True,
+            message_id=arrival.message_id,
+            retried=arrival.retried,
+        )
+
+    def _fail(self, member: Member, reason: str) -> None:
+        member.settled = True
+
+        def job() -> None:
+            try:
+                with self.executor.sessions() as session:
+                    fail(session, member.claimed, reason, self.clock.now())
+            finally:
+                self._release_hold()
+            attempt = replace(
+                self._won(member),
+                action=Action.FAILED,
+                status=PrebookingStatus.FAILED,
+                detail={"reason": reason},
+            )
+            self.executor.announce(attempt)
+
+        self._record_off_path(job)
+
+    def _give_back(self, member: Member, reason: str) -> None:
+        """Release a member nothing was sent for (the sweep or a QStash retry takes it again)."""
+
+        def job() -> None:
+            try:
+                with self.executor.sessions() as session:
+                    release(
+                        session,
+                        member.claimed,
+                        keep_sent_mark=True,
+                        now=self.clock.now(),
+                        reason=reason,
+                    )
+            except SQLAlchemyError:
+                log.warning("could not release %s; its lease will expire", member.id)
+            finally:
+                self._release_hold()
+            detail = {"request_sent": False, "uncertain": False, "message": reason}
+            attempt = replace(
+                self._won(member),
+                action=Action.RELEASED,
+                status=PrebookingStatus.PENDING,
+                detail=detail,
+            )
+            self.executor.announce(attempt)
+
+        self._record_off_path(job)
+
+    def _drop(self, member: Member) -> None:
+        """Forget a member another process fires (it announces the outcome)."""
+        self._close(member)
+        self._release_hold()
+
+    def _close(self, member: Member) -> None:
+        self._close_prepared(member.prepared)
+        member.prepared = None
+
+    @staticmethod
+    def _close_prepared(prepared: PreparedBooking | None) -> None:
+        if prepared is not None:
+            prepared.close()
+
+    def _release_hold(self) -> None:
+        with self._lock:
+            self._held -= 1
+            self.telemetry.held(self._held)
+
+
+def _arrival_of(claimed: Claimed, now: datetime) -> Arrival:
+    """The arrival of a member adopted from another process, as its row tells it."""
+    message_id = claimed.message_id if claimed.path == "qstash" else None
+    return Arrival(claimed.path or "qstash", claimed.loaded_at or now, message_id)
+
+
+def _logged(job: Callable[[], None]) -> None:
+    try:
+        job()
+    except Exception:
+        log.exception("dispatcher job failed")
+
+
+def _raise_open_files_limit() -> None:
+    """Each prepared booking holds a connection: allow as many open files as the system does."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        log.info("could not raise the open files limit", exc_info=True)
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+def init_app(app: Any, *, telemetry: Telemetry | None = None) -> None:
+    """Build the app's Dispatcher over its Executor (after execution.init_app)."""
+    from flask_app.core import sessions
+    from flask_app.core.execution import get_executor
+
+    def load_cookies(
+        session: Session, emails: Iterable[str]
+    ) -> Mapping[str, dict[str, str] | Exception]:
+        try:
+            cipher = sessions.get_cipher(app)
+        except sessions.SessionKeyError as exc:  # no keys: no session is usable
+            return {email: exc for email in emails}
+        return sessions.load_many(session, cipher, emails)
+
+    app.extensions[_EXT] = Dispatcher(
+        get_executor(app),
+        DispatchSettings.from_config(app.config),
+        load_cookies,
+        gym=app.extensions.get("gym_clocks"),
+        telemetry=telemetry,
+    )
+
+
+def get_dispatcher(app: Any = None) -> Dispatcher:
+    """The app's Dispatcher (the current app's when none is given)."""
+    from flask import current_app
+
+    dispatcher: Dispatcher = (app or current_app).extensions[_EXT]
+    return dispatcher
