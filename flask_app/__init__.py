@@ -18,7 +18,7 @@ from flask_app.config import Defaults, default_database_url, load_dotenv_file, s
 from flask_app.core import execution, sessions
 from flask_app.observe import comparison, parity_cli
 from flask_app.qstash import cli as qstash_cli
-from flask_app.qstash import delivery, gateway, webhook
+from flask_app.qstash import gateway, publish, webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     gateway.init_app(app)
     execution.init_app(app)
-    delivery.init_app(app)
+    publish.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)
@@ -49,7 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)
     migration.init_app(app)
-    shim.init_app(app)
+    shim.init_app(app, verifier=webhook.verified_body)
     periodic.init_app(app)
     legacy_cron.init_app(app)
     return app

@@ -27,7 +27,7 @@ from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
 from flask_app.models import Prebooking
-from flask_app.qstash import delivery
+from flask_app.qstash import publish, relay
 from flask_app.tasks import run_arrival
 
 log = logging.getLogger(__name__)
@@ -249,11 +249,11 @@ def relay_to_qstash(app: Flask, now: datetime) -> int:
     The relay also runs as a QStash schedule (flask_app.periodic); here it is a free extra.
     Its failures never fail the tick.
     """
-    if not delivery.is_publishing(app.config):
+    if not publish.is_publishing(app.config):
         return 0
     try:
         with app.app_context(), get_db(app).session() as session:
-            return delivery.relay(session, now).published
+            return relay.relay(session, now).published
     except Exception:
         log.warning("relay from the cron tick failed", exc_info=True)
         return 0
