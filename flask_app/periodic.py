@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
+from flask_app import paths
 from flask_app.core.execution import get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
@@ -20,7 +21,6 @@ from flask_app.qstash import dlq, relay
 from flask_app.shim import shared_task
 from flask_app.shim.flask import get_celery
 from flask_app.shim.schedules import crontab
-from flask_app.tasks import run_arrival
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Windows beyond QStash's maximum delay, and publishes that failed, get their message.
@@ -60,7 +60,8 @@ def recover_stale_claims() -> dict[str, int]:
     )
     with get_db().session() as session:
         ids = list(session.scalars(stale))
-    return dict(Counter(str(run_arrival(pid, "qstash").action) for pid in ids))
+    executor = get_executor()
+    return dict(Counter(str(executor.attempt(pid, path=paths.QSTASH).action) for pid in ids))
 
 
 def init_app(app: Flask) -> None:

@@ -28,7 +28,6 @@ from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash import publish, relay
-from flask_app.tasks import run_arrival
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +272,8 @@ def _run_launches(
     def run(i: int, launch: Launch) -> None:
         try:
             with app.app_context():
-                results[i] = run_arrival(
-                    launch.candidate.id, PATH, arrived_at=arrived_at, fire_at=launch.fire_at
+                results[i] = get_executor(app).attempt(
+                    launch.candidate.id, path=PATH, arrived_at=arrived_at, fire_at=launch.fire_at
                 )
         except Exception as exc:  # one bad prebooking must not sink the tick
             log.warning("cron attempt %s raised", launch.candidate.id, exc_info=True)

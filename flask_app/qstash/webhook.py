@@ -22,6 +22,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from flask_app import paths
 from flask_app.api.errors import error
 from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.core.prebooking import PrebookingStatus
@@ -32,7 +33,6 @@ from flask_app.qstash import signature
 from flask_app.qstash.planning import EXECUTE_PATH
 from flask_app.qstash.publish import twins_of
 from flask_app.schemas import describe
-from flask_app.tasks import run_arrival
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +147,12 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
     config = current_app.config
     message_id = headers.get("Upstash-Message-Id")
     retried = _as_int(headers.get("Upstash-Retried"))
+    executor = get_executor()
     if config["QSTASH_SHADOW"]:
-        seen = run_arrival(
+        seen = paths.arrive(
+            executor,
+            paths.SHADOW,
             body.prebooking_id,
-            "shadow",
             arrived_at=now,
             message_id=message_id,
             retried=retried,
@@ -167,9 +169,10 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
         )
     try:
         when, settle = _prepare(body.prebooking_id, config)
-        attempt = run_arrival(
+        attempt = paths.arrive(
+            executor,
+            paths.QSTASH,
             body.prebooking_id,
-            "qstash",
             arrived_at=now,
             fire_at=when,
             message_id=message_id,
