@@ -9,11 +9,13 @@ it except the one line in `create_app`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from flask import Flask
 
 from flask_app import paths
+from flask_app.core.dispatch import get_dispatcher
 from legacy_cron import settings
 from legacy_cron.cli import cron_cli
 from legacy_cron.scheduler import PATH
@@ -25,6 +27,9 @@ def _reach(config: Mapping[str, Any]) -> paths.Reach:
         return paths.Reach(paths.Coverage.ALL, "LEGACY_CRON_ENABLED=true")
     return paths.Reach(paths.Coverage.NONE, "LEGACY_CRON_ENABLED=false")
 
+
+#: A tick's classes fire this long after the first tick armed them (cron is minutes late anyway).
+SETTLE = timedelta(seconds=1)
 
 CRON = paths.DeliveryPath(
     PATH,
@@ -38,8 +43,15 @@ CRON = paths.DeliveryPath(
 
 
 def init_app(app: Flask) -> None:
-    """Register the cron path, its settings, the blueprint and the `cron` command group."""
+    """Register the cron path, its settings, the blueprint and the `cron` command group.
+
+    The path's classes fire their ranks CRON_STAGGER_MS apart (the legacy pace), starting
+    SETTLE after the first tick armed them, so ticks pinged on other workers at the same
+    time arm theirs first and every rank fires at its shared instant (FIFO across workers).
+    """
     paths.register(CRON)
     settings.init_app(app)
+    stagger = timedelta(milliseconds=float(app.config["CRON_STAGGER_MS"]))
+    get_dispatcher(app).set_path_timing(PATH, stagger=stagger, late_delay=SETTLE)
     app.register_blueprint(bp)
     app.cli.add_command(cron_cli)

@@ -43,7 +43,7 @@ def describe(response: httpx.Response) -> str:
         reason = body.get("error") if isinstance(body, dict) else response.reason_phrase
         return f"FAILED ({reason})"
     if isinstance(body, dict) and body.get("ran") is True:
-        keys = ("due", "booked", "failed", "lost_claim", "released", "deferred")
+        keys = ("due", "claimed", "lost_claim", "deferred")
         counts = " ".join(f"{key}={body.get(key)}" for key in keys)
         return f"ok {counts} in {body.get('duration_ms')} ms"
     if isinstance(body, dict) and body.get("ran") is False:

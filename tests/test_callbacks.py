@@ -10,6 +10,7 @@ from flask_app.aimharder.client import BookingOutcome
 from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY as CURRENT
 from flask_app.config import DEV_QSTASH_NEXT_SIGNING_KEY as NEXT
 from flask_app.core import events
+from flask_app.core.dispatch import DispatchSettings, get_dispatcher
 from qstash_dev.signing import sign
 from tests.factories import make_prebooking, reload, store_session
 from tests.fake_gateway import FakeGateway
@@ -64,10 +65,19 @@ def deliver(client, raw, *, key=CURRENT, url=URL, signed=None, message_id="msg_1
     return client.post(PATH, data=raw, headers=headers)
 
 
-def test_signed_delivery_books_and_answers_200(client, session, due, booking_client):
+def drain(app):
+    """Let the dispatcher fire what the deliveries armed (the test clock jumps to each step)."""
+    get_dispatcher(app).drain()
+
+
+def test_a_signed_delivery_arms_answers_200_at_once_and_books_at_the_instant(
+    app, client, session, due, booking_client
+):
     resp = deliver(client, body_for(due))
     assert resp.status_code == 200
-    assert resp.json["action"] == "executed" and resp.json["outcome"] == "booked"
+    assert resp.json == {"prebookingId": due.id, "action": "armed", "fire_at": NOW.isoformat()}
+    assert booking_client.calls == [] and reload(session, due).status == "loaded"
+    drain(app)
     assert len(booking_client.calls) == 1
     row = reload(session, due)
     assert (row.status, row.executed_by) == ("completed", "qstash")
@@ -127,12 +137,16 @@ def test_signed_but_unreadable_body_is_non_retryable_489(client, booking_client,
 
 
 def test_cancelled_prebooking_delivered_anyway_answers_200_and_books_nothing(
-    client, session, due, booking_client
+    app, client, session, due, booking_client
 ):
     client.delete(f"/api/prebookings/{due.id}", headers={"Authorization": "Bearer test-api-token"})
-    resp = deliver(client, body_for(due))
-    assert resp.status_code == 200 and resp.json["action"] == "skipped"
+    seen = []
+    with events.attempt_finished.connected_to(lambda s, attempt, **_: seen.append(attempt)):
+        resp = deliver(client, body_for(due))
+    assert resp.status_code == 200 and resp.json["action"] == "lost_claim"
+    drain(app)
     assert booking_client.calls == []
+    assert [a.action.value for a in seen] == ["skipped"]  # recorded with the real reason
 
 
 def test_unknown_prebooking_answers_200_so_qstash_stops(client, booking_client):
@@ -143,11 +157,12 @@ def test_unknown_prebooking_answers_200_so_qstash_stops(client, booking_client):
     assert resp.status_code == 200 and resp.json["action"] == "not_found"
 
 
-def test_same_message_delivered_twice_books_once(client, due, booking_client):
+def test_same_message_delivered_twice_books_once(app, client, due, booking_client):
     first = deliver(client, body_for(due))
     second = deliver(client, body_for(due))
     assert (first.status_code, second.status_code) == (200, 200)
     assert second.json["action"] == "lost_claim"
+    drain(app)
     assert len(booking_client.calls) == 1
 
 
@@ -155,8 +170,11 @@ def test_prebooking_executed_by_cron_first_is_not_booked_again(app, client, due,
     from flask_app.core.execution import get_executor
 
     get_executor(app).attempt(due.id, path="cron")
-    resp = deliver(client, body_for(due))
-    assert resp.status_code == 200 and resp.json["detail"] == {"executed_by": "cron"}
+    seen = []
+    with events.attempt_finished.connected_to(lambda s, attempt, **_: seen.append(attempt)):
+        resp = deliver(client, body_for(due))
+    assert resp.status_code == 200 and resp.json["action"] == "lost_claim"
+    assert [a.detail for a in seen] == [{"executed_by": "cron"}]
     assert len(booking_client.calls) == 1
 
 
@@ -169,43 +187,47 @@ def test_prebooking_executed_by_cron_first_is_not_booked_again(app, client, due,
         BookingOutcome.SESSION_EXPIRED,
     ],
 )
-def test_handled_outcomes_answer_200_so_qstash_does_not_retry(
-    client, session, due, booking_client, outcome
-):
+def test_handled_outcomes_end_the_prebooking(app, client, session, due, booking_client, outcome):
     booking_client.default = result(outcome)
-    resp = deliver(client, body_for(due))
-    assert resp.status_code == 200 and resp.json["outcome"] == outcome.value
+    assert deliver(client, body_for(due)).status_code == 200
+    drain(app)
     assert reload(session, due).status == "failed"
 
 
-def test_no_stored_session_answers_200_and_fails_the_prebooking(client, session, booking_client):
+def test_no_stored_session_fails_the_prebooking_without_a_request(
+    app, client, session, booking_client
+):
     row = make_prebooking(session, available_at=NOW)
-    resp = deliver(client, body_for(row))
-    assert resp.status_code == 200 and resp.json["action"] == "failed"
-    assert booking_client.calls == []
+    assert deliver(client, body_for(row)).json["action"] == "armed"
+    drain(app)
+    assert reload(session, row).status == "failed" and booking_client.calls == []
 
 
-def test_transient_failure_before_sending_answers_503_and_releases(
-    client, session, due, booking_client
+def test_a_transient_failure_is_retried_by_the_dispatcher_then_released_for_a_later_arrival(
+    app, client, session, due, booking_client
 ):
     booking_client.default = result(BookingOutcome.TRANSIENT, sent=False)
-    resp = deliver(client, body_for(due))
-    assert resp.status_code == 503 and resp.json["action"] == "released"
+    assert deliver(client, body_for(due)).status_code == 200  # QStash is done with it
+    drain(app)
+    assert len(booking_client.calls) == 1 + get_dispatcher(app).settings.resend_max
     row = reload(session, due)
     assert (row.status, row.book_sent_at) == ("pending", None)
     booking_client.default = result()
     assert deliver(client, body_for(due), retried=1).status_code == 200
+    drain(app)
     assert reload(session, due).status == "completed"
 
 
-def test_retry_after_an_uncertain_timeout_asks_aimharder_before_booking_again(
-    client, session, due, booking_client
+def test_an_arrival_after_an_uncertain_timeout_asks_aimharder_before_booking_again(
+    app, client, session, due, booking_client
 ):
     booking_client.default = result(BookingOutcome.TRANSIENT, uncertain=True)
-    assert deliver(client, body_for(due)).status_code == 503
+    deliver(client, body_for(due))
+    drain(app)
+    assert reload(session, due).status == "pending"
     booking_client.booked_listing = True  # the timed-out request had in fact booked
-    resp = deliver(client, body_for(due), retried=1)
-    assert resp.status_code == 200 and resp.json["action"] == "confirmed"
+    deliver(client, body_for(due), retried=1)
+    drain(app)
     assert booking_client.listing_calls == 1 and len(booking_client.calls) == 1
     assert reload(session, due).status == "completed"
 
@@ -230,17 +252,19 @@ def test_disabled_path_answers_200_and_books_nothing(app, client, session, due, 
     assert booking_client.calls == [] and reload(session, due).status == "pending"
 
 
-def test_arrivals_report_message_id_and_retry_count(client, due):
+def test_arrivals_report_message_id_and_retry_count(app, client, due):
     seen = []
     with events.attempt_finished.connected_to(lambda s, attempt, **_: seen.append(attempt)):
         deliver(client, body_for(due), message_id="msg_9", retried=2)
+        drain(app)
     assert (seen[0].message_id, seen[0].retried) == ("msg_9", 2)
 
 
 def test_prebookings_opening_together_fire_in_creation_order_with_a_stagger(
-    app, client, session, clock
+    app, client, session, clock, booking_client
 ):
     app.config["QSTASH_FIRE_STAGGER_MS"] = 2.0
+    get_dispatcher(app).settings = DispatchSettings.from_config(app.config)
     rows = []
     for i in range(3):
         email = f"user{i}@example.com"
@@ -251,8 +275,17 @@ def test_prebookings_opening_together_fire_in_creation_order_with_a_stagger(
         )
     make_prebooking(session, available_at=NOW + timedelta(seconds=1))  # another instant
     for row in reversed(rows):  # delivered in reverse order: the rank still follows creation
-        clock.current = NOW - timedelta(seconds=2)
         assert deliver(client, body_for(row)).status_code == 200
-    fired = [NOW + timedelta(milliseconds=2 * i) for i in (2, 1, 0)]
-    settled = NOW + timedelta(milliseconds=4 + 20)  # after the last twin fired
-    assert clock.slept_until == [fired[0], settled, fired[1], settled, fired[2], settled]
+    drain(app)
+    order = [call["cookies"]["amhrdrauth"] for call in booking_client.calls]
+    assert order == [f"token-user{i}@example.com" for i in range(3)]
+    assert clock.slept_until[-3:] == [NOW + timedelta(milliseconds=2 * i) for i in range(3)]
+
+
+def test_a_delivery_the_dispatcher_cannot_hold_answers_503_and_claims_nothing(
+    app, client, session, due, booking_client
+):
+    get_dispatcher(app).settings = DispatchSettings(max_held=0)
+    resp = deliver(client, body_for(due))
+    assert resp.status_code == 503 and resp.json["action"] == "full"
+    assert reload(session, due).status == "pending"

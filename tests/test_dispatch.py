@@ -186,7 +186,7 @@ def test_a_class_whose_instant_passed_fires_shortly_after_its_election(
     clock.current = NOW + timedelta(seconds=5)
     [row] = crowd(app, session, 1)
     dispatcher = get_dispatcher(app)
-    dispatcher.arm(row.id, arrival(clock, "cron"))
+    dispatcher.arm(row.id, arrival(clock))
     dispatcher.drain()
     assert clock.slept_until[-1] == NOW + timedelta(seconds=5) + dispatcher.settings.late_delay
     assert reload(session, row).status == "completed"

@@ -38,8 +38,9 @@ import os
 import queue
 import resource
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -335,6 +336,7 @@ class Dispatcher:
         self.gym: GymClocks = gym or OwnClock()
         self.telemetry: Telemetry = telemetry or NoTelemetry()
         self.staggers: dict[str, timedelta] = {}
+        self.late_delays: dict[str, timedelta] = {}
         self._token = token  # None: this process's (tests run several dispatchers in one)
         self.refused = 0
         self._realtime = bool(getattr(executor.clock, "realtime", False))
@@ -421,9 +423,21 @@ class Dispatcher:
                 attempt = self.executor.why_not(session, base)
         self.executor.announce(attempt)
 
-    def set_path_stagger(self, path: str, stagger: timedelta) -> None:
-        """Space the ranks of classes armed by `path` by `stagger` (e.g. the legacy tick's)."""
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until this process holds nothing and watches no class (tests, short-lived
+        processes); False if that did not happen within `timeout_s`."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._held and not self._groups, timeout_s)
+
+    def set_path_timing(
+        self, path: str, *, stagger: timedelta, late_delay: timedelta | None = None
+    ) -> None:
+        """Pace the classes `path` arms: ranks `stagger` apart, and, for a class whose instant
+        has passed, its anchor `late_delay` after the election (room for other processes to
+        arm theirs first; e.g. the legacy tick's, pinged on several workers at once)."""
         self.staggers[path] = stagger
+        if late_delay is not None:
+            self.late_delays[path] = late_delay
 
     def health(self) -> dict[str, Any]:
         """This process's admission figures for /api/health."""
@@ -478,6 +492,7 @@ class Dispatcher:
         if due is None:
             if self._groups.get(group.key) is group:
                 del self._groups[group.key]
+                self._lock.notify_all()
             return
         if group.due_at != due:
             group.due_at = due
@@ -599,8 +614,8 @@ class Dispatcher:
         return members
 
     def _elect(self, group: Group, now: datetime) -> None:
-        stagger = self._stagger_of(group)
-        anchor = max(group.fire_at, now + self.settings.late_delay)
+        stagger, late_delay = self._timing_of(group)
+        anchor = max(group.fire_at, now + late_delay)
         stale = now - self.settings.regroup_after
         with self.executor.sessions() as session:
             won = elect(session, group.key, anchor, stagger, now, stale, self.token)
@@ -612,12 +627,12 @@ class Dispatcher:
         elif self.settings.leader:
             group.watchdog_at = won.anchor + self.settings.watchdog
 
-    def _stagger_of(self, group: Group) -> timedelta:
+    def _timing_of(self, group: Group) -> tuple[timedelta, timedelta]:
+        """The group's stagger and late delay: the largest its members' paths ask for."""
         paths = {m.arrival.path for m in group.waiting.values()}
-        return max(
-            (self.staggers.get(p, self.settings.stagger) for p in paths),
-            default=self.settings.stagger,
-        )
+        stagger = max((self.staggers.get(p, self.settings.stagger) for p in paths), default=None)
+        late = max((self.late_delays.get(p, self.settings.late_delay) for p in paths), default=None)
+        return stagger or self.settings.stagger, late or self.settings.late_delay
 
     def _lead(self, group: Group, now: datetime) -> None:
         """Adopt every unsent member of the class, from whichever process, and fire them all."""
@@ -852,11 +867,16 @@ class Dispatcher:
         self._record_off_path(partial(self._record, member, result, confirmed))
 
     def _record(self, member: Member, result: BookingResult, confirmed: bool) -> None:
+        with self._holding():
+            self.executor.announce(self._write_outcome(member, result, confirmed))
+
+    @contextmanager
+    def _holding(self) -> Iterator[None]:
+        """Release the member's hold once its outcome is written and announced (or failed)."""
         try:
-            attempt = self._write_outcome(member, result, confirmed)
+            yield
         finally:
             self._release_hold()
-        self.executor.announce(attempt)
 
     def _write_outcome(self, member: Member, result: BookingResult, confirmed: bool) -> Attempt:
         won = self._won(member)
@@ -890,18 +910,13 @@ class Dispatcher:
         member.settled = True
 
         def job() -> None:
-            try:
+            with self._holding():
                 with self.executor.sessions() as session:
                     fail(session, member.claimed, reason, self.clock.now())
-            finally:
-                self._release_hold()
-            attempt = replace(
-                self._won(member),
-                action=Action.FAILED,
-                status=PrebookingStatus.FAILED,
-                detail={"reason": reason},
-            )
-            self.executor.announce(attempt)
+                detail = {"reason": reason}
+                failed = PrebookingStatus.FAILED
+                attempt = replace(self._won(member), action=Action.FAILED, status=failed)
+                self.executor.announce(replace(attempt, detail=detail))
 
         self._record_off_path(job)
 
@@ -909,27 +924,19 @@ class Dispatcher:
         """Release a member nothing was sent for (the sweep or a QStash retry takes it again)."""
 
         def job() -> None:
-            try:
-                with self.executor.sessions() as session:
-                    release(
-                        session,
-                        member.claimed,
-                        keep_sent_mark=True,
-                        now=self.clock.now(),
-                        reason=reason,
-                    )
-            except SQLAlchemyError:
-                log.warning("could not release %s; its lease will expire", member.id)
-            finally:
-                self._release_hold()
-            detail = {"request_sent": False, "uncertain": False, "message": reason}
-            attempt = replace(
-                self._won(member),
-                action=Action.RELEASED,
-                status=PrebookingStatus.PENDING,
-                detail=detail,
-            )
-            self.executor.announce(attempt)
+            with self._holding():
+                try:
+                    with self.executor.sessions() as session:
+                        now = self.clock.now()
+                        release(
+                            session, member.claimed, keep_sent_mark=True, now=now, reason=reason
+                        )
+                except SQLAlchemyError:
+                    log.warning("could not release %s; its lease will expire", member.id)
+                detail = {"request_sent": False, "uncertain": False, "message": reason}
+                pending = PrebookingStatus.PENDING
+                attempt = replace(self._won(member), action=Action.RELEASED, status=pending)
+                self.executor.announce(replace(attempt, detail=detail))
 
         self._record_off_path(job)
 
@@ -951,6 +958,7 @@ class Dispatcher:
         with self._lock:
             self._held -= 1
             self.telemetry.held(self._held)
+            self._lock.notify_all()
 
 
 def _arrival_of(claimed: Claimed, now: datetime) -> Arrival:

@@ -4,8 +4,9 @@
 against the public URL): this module's route `/api/qstash/prebooking-execute` uses it, and
 `create_app` hands it to the shim for `/api/qstash/tasks/<name>`.
 
-A delivery claims the prebooking, waits with a precise timer until its fire instant
-(`available_at` plus a FIFO stagger among prebookings opening at the same instant) and books.
+A delivery arms its prebooking with the process's dispatcher (one conditional UPDATE) and is
+answered at once; the dispatcher fires it at its class's instant, in FIFO order
+(flask_app/core/dispatch.py, docs/firing.md).
 """
 
 from __future__ import annotations
@@ -13,33 +14,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 from flask_app import paths
 from flask_app.api.errors import error
-from flask_app.core.execution import Action, Attempt, get_executor
-from flask_app.core.prebooking import PrebookingStatus
-from flask_app.db import get_db
-from flask_app.models import Prebooking
+from flask_app.core.dispatch import Admission, ArmResult, Arrival, get_dispatcher
+from flask_app.core.execution import Attempt, get_executor
 from flask_app.observe import metrics
 from flask_app.qstash import signature
 from flask_app.qstash.planning import EXECUTE_PATH
-from flask_app.qstash.publish import twins_of
 from flask_app.schemas import describe
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("callbacks", __name__)
 
-#: Outcomes are recorded this long after the last of a burst of twins fired (see FireSlot).
-SETTLE_MARGIN = timedelta(milliseconds=20)
 #: QStash's status for "do not retry" (with the Upstash-NonRetryable-Error header).
 NON_RETRYABLE = 489
 
@@ -112,33 +106,14 @@ def _count_response(response: Response) -> Response:
 # --- deliveries -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FireSlot:
-    """Where a prebooking fires among the prebookings opening at the same instant (twins)."""
-
-    fire_at: datetime  # its opening plus one stagger per earlier-created twin (FIFO)
-    settle_at: datetime  # after the last twin fired: record the outcome from then on
-
-
-def fire_slot(session: Session, row: Prebooking, stagger: timedelta) -> FireSlot:
-    """Rank the row among its twins by (created_at, id), with one indexed count query.
-
-    Every status counts, so the rank of a prebooking never changes while its twins fire.
-    """
-    twins = twins_of([row.available_at])
-    earlier = or_(
-        Prebooking.created_at < row.created_at,
-        and_(Prebooking.created_at == row.created_at, Prebooking.id < row.id),
-    )
-    # One statement for both counts (admission cost matters when hundreds arrive together).
-    counts = select(func.count(), func.count().filter(earlier)).where(*twins)
-    total, rank = session.execute(counts).one()
-    last_fire = row.available_at + stagger * max(0, total - 1)
-    return FireSlot(row.available_at + stagger * rank, last_fire + SETTLE_MARGIN)
-
-
 def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) -> Reply:
-    """Answer one verified QStash delivery (the signature was checked by the caller)."""
+    """Answer one verified QStash delivery (the signature was checked by the caller).
+
+    The delivery arms its prebooking with the dispatcher (one conditional UPDATE) and is
+    answered at once: the dispatcher fires it at its instant, retries AimHarder's transient
+    and too-early answers itself, and the sweep covers what is left (docs/firing.md). QStash's
+    retries are only for deliveries the app could not take (database down, dispatcher full).
+    """
     try:
         body = DeliveryBody.model_validate_json(raw_body)
     except ValidationError as exc:
@@ -147,10 +122,9 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
     config = current_app.config
     message_id = headers.get("Upstash-Message-Id")
     retried = _as_int(headers.get("Upstash-Retried"))
-    executor = get_executor()
     if config["QSTASH_SHADOW"]:
         seen = paths.arrive(
-            executor,
+            get_executor(),
             paths.SHADOW,
             body.prebooking_id,
             arrived_at=now,
@@ -167,52 +141,26 @@ def handle_delivery(raw_body: bytes, headers: Mapping[str, str], now: datetime) 
         return Reply(
             200, {"prebookingId": body.prebooking_id, "ignored": "QSTASH_ENABLED is false"}
         )
+    arrival = Arrival(paths.QSTASH, now, message_id, retried)
+    dispatcher = get_dispatcher()
     try:
-        when, settle = _prepare(body.prebooking_id, config)
-        attempt = paths.arrive(
-            executor,
-            paths.QSTASH,
-            body.prebooking_id,
-            arrived_at=now,
-            fire_at=when,
-            message_id=message_id,
-            retried=retried,
-            settle_at=settle,
-        )
-    except SQLAlchemyError as exc:  # nothing was booked without the database: QStash retries
+        admitted = dispatcher.arm(body.prebooking_id, arrival, opening=body.scheduled_at)
+    except SQLAlchemyError as exc:  # nothing was claimed without the database: QStash retries
         log.warning("delivery %s: database trouble: %s", message_id, type(exc).__name__)
         return Reply(503, {"error": "database unavailable; QStash will retry"})
-    return reply_for(attempt)
+    if admitted.result in (ArmResult.LOST, ArmResult.NOT_FOUND):
+        dispatcher.note_lost(body.prebooking_id, arrival)  # recorded off the request path
+    return reply_for(admitted)
 
 
-def _prepare(
-    prebooking_id: str, config: Mapping[str, Any]
-) -> tuple[datetime | None, datetime | None]:
-    """The fire and settle instants, and a warm pooled connection to the box meanwhile."""
-    with get_db().session() as session:
-        row = session.get(Prebooking, prebooking_id)
-        if row is None or row.status != PrebookingStatus.PENDING:
-            return None, None
-        stagger = timedelta(milliseconds=float(config["QSTASH_FIRE_STAGGER_MS"]))
-        slot = fire_slot(session, row, stagger)
-        box = str(row.booking_data.get("box", ""))
-    executor = get_executor()
-    # With the firing line, the booking is prepared over its own fresh connection, so a warm
-    # pooled one would go unused: it would only cost ~2 ms of CPU per delivery and a request
-    # to the box just before its burst. Without it, httpx books and the warm connection helps.
-    warm_up = getattr(executor.client, "warm_up", None) if executor.line is None else None
-    if warm_up is not None and box:
-        warm_up(box)  # the booking request then pays no TCP/TLS handshake at fire time
-    return slot.fire_at, slot.settle_at
-
-
-def reply_for(attempt: Attempt) -> Reply:
-    """Map what the arrival did to QStash's language: 2xx done, 5xx retry."""
-    body = _describe(attempt)
-    if attempt.action is Action.RELEASED:
-        # Nothing final happened and the claim was given back: QStash retries; if the request
-        # may have reached AimHarder, the next claimant asks AimHarder before booking again.
-        return Reply(503, body | {"error": "transient failure; QStash will retry"})
+def reply_for(admitted: Admission) -> Reply:
+    """Map what arming did to QStash's language: 2xx done, 5xx retry."""
+    body: dict[str, Any] = {"prebookingId": admitted.prebooking_id, "action": admitted.result.value}
+    if admitted.result is ArmResult.FULL:
+        # Nothing was claimed: QStash delivers it again, by then the burst may have passed.
+        return Reply(503, body | {"error": "dispatcher at its limit; QStash will retry"})
+    if admitted.fire_at is not None:
+        body["fire_at"] = admitted.fire_at.isoformat()
     return Reply(200, body)
 
 

@@ -8,8 +8,10 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from flask_app import create_app
+from flask_app.core.dispatch import get_dispatcher
 from flask_app.core.execution import claim
 from flask_app.models import Prebooking
+from legacy_cron import SETTLE
 from legacy_cron.scheduler import run_tick
 from tests.conftest import CRON_SECRET
 from tests.factories import booking_data, make_prebooking, store_session
@@ -57,6 +59,11 @@ def add(session, n=1, **overrides):
     return rows
 
 
+def fire(app):
+    """Let the dispatcher fire what the tick armed (the test clock jumps to each step)."""
+    get_dispatcher(app).drain()
+
+
 def statuses(session):
     session.expire_all()
     return {r.id: r.status for r in session.scalars(select(Prebooking))}
@@ -87,31 +94,34 @@ def test_unset_secret_is_503(app_config, session, booking_client):
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("path", [URL, URL + "/"])
 def test_both_methods_and_a_trailing_slash_run_the_tick_without_redirect(
-    client, session, booking_client, method, path
+    app, client, session, booking_client, method, path
 ):
     add(session)
     response = client.open(path, method=method, headers=CRON)
     assert response.status_code == 200
-    assert response.json["ran"] is True and response.json["booked"] == 1
+    assert response.json["ran"] is True and response.json["claimed"] == 1
+    fire(app)
     assert len(booking_client.calls) == 1
 
 
-def test_a_tick_books_what_is_due_and_says_so_in_a_tiny_body(client, session, booking_client):
+def test_a_tick_arms_what_is_due_answers_at_once_and_the_dispatcher_books_it(
+    app, client, session, booking_client
+):
     rows = add(session, 3)
     response = client.post(URL, headers=CRON)
     body = response.json
     assert response.status_code == 200
-    assert {k: body[k] for k in ("ran", "due", "claimed", "booked", "failed", "deferred")} == {
+    assert {k: body[k] for k in ("ran", "due", "claimed", "deferred")} == {
         "ran": True,
         "due": 3,
         "claimed": 3,
-        "booked": 3,
-        "failed": 0,
         "deferred": 0,
     }
-    assert body["lost_claim"] == body["released"] == body["errors"] == body["running"] == 0
+    assert body["lost_claim"] == body["errors"] == body["recovered"] == 0
     assert len(body["tick_id"]) == 12 and isinstance(body["duration_ms"], int)
     assert len(response.data) < 1024  # cron-job.org fails runs whose response is too large
+    assert booking_client.calls == [] and set(statuses(session).values()) == {"loaded"}
+    fire(app)
     assert set(statuses(session).values()) == {"completed"}
     assert {r.executed_by for r in session.scalars(select(Prebooking))} == {"cron"}
     assert sorted(c["class_id"] for c in booking_client.calls) == sorted(r.id for r in rows)
@@ -121,7 +131,7 @@ def test_nothing_due_is_still_a_200(client, session, booking_client):
     add(session, available_at=NOW + timedelta(minutes=5))
     response = client.post(URL, headers=CRON)
     assert response.status_code == 200
-    assert (response.json["due"], response.json["booked"]) == (0, 0)
+    assert (response.json["due"], response.json["claimed"]) == (0, 0)
     assert booking_client.calls == []
 
 
@@ -135,7 +145,9 @@ def test_disabled_flag_answers_200_and_books_nothing(client, session, booking_cl
     assert set(statuses(session).values()) == {"pending"}
 
 
-def test_business_failures_are_counted_but_still_200(client, session, booking_client):
+def test_business_failures_still_answer_200_and_end_the_prebookings(
+    app, client, session, booking_client
+):
     from flask_app.aimharder.client import BookingOutcome
     from tests.fakes import result
 
@@ -143,7 +155,7 @@ def test_business_failures_are_counted_but_still_200(client, session, booking_cl
     booking_client.script = [result(BookingOutcome.FULL), result(BookingOutcome.NO_CREDITS)]
     response = client.post(URL, headers=CRON)
     assert response.status_code == 200
-    assert (response.json["booked"], response.json["failed"]) == (0, 2)
+    fire(app)
     assert set(statuses(session).values()) == {"failed"}
 
 
@@ -185,76 +197,46 @@ def test_due_prebookings_are_booked_when_their_window_opens_under_frozen_time(
     with freeze_time(NOW) as frozen:
         app.extensions["executor"].clock = FrozenClock(frozen)
         first = app.test_client().post(URL, headers=CRON).json
+        fire(app)
         frozen.move_to(NOW + 31 * S)
         second = app.test_client().post(URL, headers=CRON).json
-    assert (first["due"], first["booked"], second["due"], second["booked"]) == (2, 2, 1, 1)
+        fire(app)
+    assert (first["due"], first["claimed"], second["due"], second["claimed"]) == (2, 2, 1, 1)
     assert booking_client.calls[-1]["class_id"] == later.id
     assert set(statuses(session).values()) == {"completed"}
 
 
-class TurnstileClock(FakeClock):
-    """Fake time in which sleepers wake strictly in the order of the given instants.
-
-    The sleeper for slot k wakes only after the booking call of slot k-1 was made, so the order
-    of booking calls shows the order of the fire_at values, whatever the thread scheduler does.
-    """
-
-    def __init__(self, now, slots):
-        super().__init__(now)
-        self.slots = list(slots)
-        self.cond = threading.Condition()
-
-    def sleep_until(self, at):
-        with self.cond:
-            self.slept_until.append(at)
-            ok = self.cond.wait_for(lambda: self.slots and self.slots[0] == at, timeout=10)
-            assert ok, f"nobody expected to fire at {at}"
-            self.current = max(self.current, at)
-
-    def booked(self):
-        with self.cond:
-            self.slots.pop(0)
-            self.cond.notify_all()
-
-
 @pytest.mark.parametrize("extra", [{"CRON_STAGGER_MS": 50}])
-def test_bookings_fire_oldest_first_fifty_ms_apart(app, session, clock, booking_client):
-    created = [NOW - timedelta(minutes=m) for m in (3, 9, 1, 9, 5)]
-    rows = [add(session, created_at=at)[0] for at in created]
+def test_a_class_fires_oldest_request_first_fifty_ms_apart(app, session, clock, booking_client):
+    created = [NOW - timedelta(minutes=m) for m in (3, 9, 1, 8, 5)]
+    rows = [
+        add(session, created_at=at, booking_data=booking_data(class_id="77"))[0] for at in created
+    ]
+    for row in rows:
+        row.booking_data = booking_data(class_id="77", family_id=row.id)  # one class: FIFO
+    session.commit()
     fifo = [r.id for r in sorted(rows, key=lambda r: (r.created_at, r.id))]
-    slots = [NOW + i * 50 * MS for i in range(len(rows))]
-    turnstile = TurnstileClock(NOW, slots)
-    app.extensions["executor"].clock = turnstile
-    order = []
-
-    def on_book(call):
-        order.append(call["class_id"])
-        turnstile.booked()
-
-    booking_client.on_book = on_book
     report = run_tick(app)
-    assert order == fifo
-    assert sorted(turnstile.slept_until) == slots
-    assert report.booked == 5 and turnstile.slots == []
+    fire(app)
+    assert report.claimed == 5
+    assert [call["family_id"] for call in booking_client.calls] == fifo
+    anchor = NOW + SETTLE
+    assert clock.slept_until[-5:] == [anchor + i * 50 * MS for i in range(5)]
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [{"CRON_TICK_BUDGET_S": 1, "CRON_STAGGER_MS": 100, "AIMHARDER_TIMEOUT_S": 0.5}],
-)
-def test_what_does_not_fit_the_budget_stays_pending_for_the_next_tick(
-    client, session, clock, booking_client
+@pytest.mark.parametrize("extra", [{"CRON_TICK_BUDGET_S": 0}])
+def test_what_is_not_armed_within_the_budget_stays_pending_for_the_next_tick(
+    app, client, session, clock, booking_client
 ):
-    rows = add(session, 10)
+    rows = add(session, 3)
     first = client.post(URL, headers=CRON).json
-    assert (first["due"], first["booked"], first["deferred"]) == (10, 6, 4)
+    assert (first["due"], first["claimed"], first["deferred"]) == (3, 1, 2)  # the oldest went
     now = statuses(session)
-    assert [now[r.id] for r in rows] == ["completed"] * 6 + ["pending"] * 4  # oldest went first
+    assert [now[r.id] for r in rows] == ["loaded", "pending", "pending"]
+    fire(app)
     clock.advance(60 * S)
     second = client.post(URL, headers=CRON).json
-    assert (second["due"], second["booked"], second["deferred"]) == (4, 4, 0)
-    assert set(statuses(session).values()) == {"completed"}
-    assert len(booking_client.calls) == 10
+    assert (second["due"], second["claimed"], second["deferred"]) == (2, 1, 1)
 
 
 @pytest.mark.parametrize("extra", [{"CRON_BATCH_LIMIT": 3}])
@@ -264,26 +246,14 @@ def test_the_batch_limit_leaves_the_newest_for_the_next_tick(client, session, bo
     assert list(statuses(session).values()).count("pending") == 2
 
 
-def test_a_tick_overlapping_a_slow_one_does_not_book_its_prebooking_again(
+def test_a_tick_overlapping_an_earlier_one_does_not_arm_its_prebooking_again(
     app, client, session, booking_client
 ):
     add(session)
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(call):
-        entered.set()
-        assert release.wait(10)
-
-    booking_client.on_book = slow
-    reports = []
-    slow_tick = threading.Thread(target=lambda: reports.append(run_tick(app)))
-    slow_tick.start()
-    assert entered.wait(10)
+    first = client.post(URL, headers=CRON).json
     overlapping = client.post(URL, headers=CRON).json  # the next minute, or a manual run
-    release.set()
-    slow_tick.join(10)
-    assert (overlapping["due"], overlapping["claimed"], overlapping["booked"]) == (0, 0, 0)
-    assert reports[0].booked == 1
+    fire(app)
+    assert (first["claimed"], overlapping["due"], overlapping["claimed"]) == (1, 0, 0)
     assert len(booking_client.calls) == 1
 
 
@@ -302,7 +272,8 @@ def test_concurrent_ticks_book_each_prebooking_once(app, session, booking_client
         t.start()
     for t in threads:
         t.join(30)
-    assert sum(b["booked"] for b in bodies) == 12
+    fire(app)
+    assert sum(b["claimed"] for b in bodies) == 12
     assert sorted(c["class_id"] for c in booking_client.calls) == sorted(r.id for r in rows)
 
 
@@ -324,7 +295,8 @@ def test_an_expired_claim_is_recovered_and_aimharder_is_asked_before_booking(
     hold_dead_claim(session, row, sent=True)
     booking_client.booked_listing = True  # the dead worker's request had gone through
     body = client.post(URL, headers=CRON).json
-    assert (body["due"], body["recovered"], body["booked"]) == (1, 1, 1)
+    fire(client.application)
+    assert (body["due"], body["recovered"], body["claimed"]) == (1, 1, 1)
     assert booking_client.listing_calls == 1 and booking_client.calls == []
     session.expire_all()
     done = session.get(Prebooking, row.id)
@@ -340,7 +312,8 @@ def test_an_expired_claim_aimharder_never_saw_is_booked_once(client, session, bo
     hold_dead_claim(session, row, sent=True)
     booking_client.booked_listing = False
     body = client.post(URL, headers=CRON).json
-    assert (body["recovered"], body["booked"]) == (1, 1)
+    fire(client.application)
+    assert (body["recovered"], body["claimed"]) == (1, 1)
     assert booking_client.listing_calls == 1 and len(booking_client.calls) == 1
 
 
@@ -348,7 +321,8 @@ def test_an_expired_claim_that_never_sent_is_booked_without_asking(client, sessi
     (row,) = add(session, available_at=NOW - 180 * S)
     hold_dead_claim(session, row, sent=False)
     body = client.post(URL, headers=CRON).json
-    assert (body["recovered"], body["booked"]) == (1, 1)
+    fire(client.application)
+    assert (body["recovered"], body["claimed"]) == (1, 1)
     assert booking_client.listing_calls == 0 and len(booking_client.calls) == 1
 
 
@@ -356,7 +330,8 @@ def test_a_live_claim_is_left_alone(client, session, booking_client):
     (row,) = add(session)
     assert claim(session, row.id, path="qstash", now=NOW - 5 * S, lease=60 * S)
     body = client.post(URL, headers=CRON).json
-    assert (body["due"], body["booked"]) == (0, 0)
+    fire(client.application)
+    assert (body["due"], body["claimed"]) == (0, 0)
     assert booking_client.calls == [] and statuses(session)[row.id] == "loaded"
 
 

@@ -8,13 +8,14 @@ import pytest
 from freezegun import freeze_time
 from werkzeug.serving import make_server
 
+from flask_app.core.dispatch import get_dispatcher
 from legacy_cron.cli import Pinger, next_slot
 from tests.conftest import CRON_SECRET
 from tests.factories import make_prebooking, store_session
 
 URL = "http://app.test/api/cron/prebooking-scheduler"
-TICK = {"ran": True, "due": 2, "booked": 2, "failed": 0, "lost_claim": 0, "released": 0,
-        "deferred": 0, "duration_ms": 7}  # fmt: skip
+TICK = {"ran": True, "due": 2, "claimed": 2, "lost_claim": 0, "deferred": 0,
+        "duration_ms": 7}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -60,8 +61,8 @@ def test_pings_fire_at_second_zero_of_each_minute_with_the_secret():
     assert {r.headers["Authorization"] for _, r in seen} == {f"Bearer {CRON_SECRET}"}
     assert {r.method for _, r in seen} == {"POST"}
     assert lines[0] == (
-        f"2026-11-25T01:01:00+00:00 POST {URL} -> 200 ok due=2 booked=2 failed=0 lost_claim=0 "
-        "released=0 deferred=0 in 7 ms"
+        f"2026-11-25T01:01:00+00:00 POST {URL} -> 200 ok due=2 claimed=2 lost_claim=0 "
+        "deferred=0 in 7 ms"
     )
 
 
@@ -129,8 +130,8 @@ def test_the_cron_ping_command_runs_a_real_tick(app, runner, server, booking_cli
     url = server + "/api/cron/prebooking-scheduler"
     result = runner.invoke(args=["cron", "ping", "--count", "1", "--no-align", "--url", url])
     assert result.exit_code == 0, result.output
-    assert f"POST {url} -> 200 ok due=1 booked=1" in result.output
-    assert len(booking_client.calls) == 1
+    assert f"POST {url} -> 200 ok due=1 claimed=1" in result.output
+    assert get_dispatcher(app).wait_idle(30) and len(booking_client.calls) == 1
 
 
 def test_the_cron_ping_command_defaults_to_the_app_base_url(app, runner, server):

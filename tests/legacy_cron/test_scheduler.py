@@ -1,20 +1,11 @@
-"""The pure parts of a tick: which prebookings are due, in what order, and what fits the budget."""
+"""The pure parts of a tick: which prebookings are due, in what order, and how it counts."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app.aimharder.client import BookingOutcome
-from flask_app.core.execution import Action, Attempt
-from legacy_cron.scheduler import (
-    Candidate,
-    Launch,
-    TickReport,
-    TickSettings,
-    due_prebookings,
-    plan_tick,
-    tally,
-)
+from flask_app.core.dispatch import ArmResult
+from legacy_cron.scheduler import Candidate, TickReport, TickSettings, count, due_prebookings
 
 NOW = datetime(2026, 11, 30, 15, 0, 0, tzinfo=UTC)
 S = timedelta(seconds=1)
@@ -58,79 +49,25 @@ def test_due_prebookings_stop_at_the_limit_keeping_the_oldest():
     assert [r.id for r in due_prebookings(rows, NOW, 3)] == ["9", "8", "7"]
 
 
-def settings(budget_s=20.0, stagger_ms=50, reserve_s=8.0, limit=50):
-    return TickSettings(
-        budget=timedelta(seconds=budget_s),
-        stagger=timedelta(milliseconds=stagger_ms),
-        limit=limit,
-        reserve=timedelta(seconds=reserve_s),
-    )
-
-
-def test_plan_fires_candidate_i_at_the_start_plus_i_staggers():
-    rows = [row(str(i)) for i in range(4)]
-    plan = plan_tick(rows, NOW, settings())
-    ms = timedelta(milliseconds=1)
-    assert [launch.fire_at for launch in plan.launches] == [NOW + i * 50 * ms for i in range(4)]
-    assert [launch.candidate for launch in plan.launches] == rows and plan.deferred == []
-
-
-def test_plan_defers_what_could_not_finish_inside_the_budget():
-    rows = [row(str(i)) for i in range(10)]
-    plan = plan_tick(rows, NOW, settings(budget_s=1.0, stagger_ms=100, reserve_s=0.5))
-    # 0.5 s reserve + i x 0.1 s must stay within 1 s: candidates 0..5 go, 6..9 wait.
-    assert [launch.candidate.id for launch in plan.launches] == ["0", "1", "2", "3", "4", "5"]
-    assert [c.id for c in plan.deferred] == ["6", "7", "8", "9"]
-
-
-def test_plan_always_launches_the_first_candidate_even_with_a_tiny_budget():
-    plan = plan_tick([row("0"), row("1")], NOW, settings(budget_s=1.0, reserve_s=8.0))
-    assert [launch.candidate.id for launch in plan.launches] == ["0"]
-    assert [c.id for c in plan.deferred] == ["1"]
-
-
 def test_settings_come_from_the_config():
-    config = {
-        "CRON_TICK_BUDGET_S": 12,
-        "CRON_STAGGER_MS": 25,
-        "CRON_BATCH_LIMIT": 7,
-        "AIMHARDER_TIMEOUT_S": 4.0,
-    }
-    assert TickSettings.from_config(config) == settings(12, 25, 4.0, limit=7)
+    config = {"CRON_TICK_BUDGET_S": 12, "CRON_STAGGER_MS": 25, "CRON_BATCH_LIMIT": 7}
+    assert TickSettings.from_config(config) == TickSettings(timedelta(seconds=12), 7)
 
 
-def attempt(action, outcome=None, won=True):
-    return Attempt("p", "cron", NOW, action, won=won, outcome=outcome)
-
-
-def test_tally_counts_every_kind_of_result():
-    status = ["pending", "loaded"] + ["pending"] * 6  # the second one recovers a stale claim
-    launches = [Launch(row(str(i), status=status[i]), NOW) for i in range(8)]
-    results = [
-        attempt(Action.EXECUTED, BookingOutcome.BOOKED),
-        attempt(Action.CONFIRMED, BookingOutcome.ALREADY_BOOKED),
-        attempt(Action.EXECUTED, BookingOutcome.FULL),
-        attempt(Action.FAILED),
-        attempt(Action.RELEASED, BookingOutcome.TRANSIENT),
-        attempt(Action.LOST_CLAIM, won=False),
-        RuntimeError("boom"),
-        None,
-    ]
+def test_a_tick_counts_what_arming_each_candidate_did():
+    status = ["pending", "loaded", "pending", "pending"]  # the second recovers a stale claim
+    results = [ArmResult.ARMED, ArmResult.ARMED, ArmResult.LOST, ArmResult.FULL]
     report = TickReport("t")
-    tally(report, launches, results)
-    body = report.to_json()
-    assert body == {
+    for i, admitted in enumerate(results):
+        count(report, row(str(i), status=status[i]), admitted)
+    assert report.to_json() == {
         "ran": True,
         "due": 0,
-        "claimed": 5,
+        "claimed": 2,
         "recovered": 1,
-        "booked": 2,
-        "failed": 2,
         "lost_claim": 1,
-        "released": 1,
-        "deferred": 0,
-        "errors": 1,
-        "running": 1,
+        "deferred": 1,
+        "errors": 0,
         "relayed": 0,
         "duration_ms": 0,
         "tick_id": "t",

@@ -20,6 +20,7 @@ def overlapping_ticks(
     db_url: str, fernet_key: str, barrier: Any, ticks: int, out: str, stagger_ms: int
 ) -> None:
     """Run `ticks` ticks at once in this process, in step with the other processes."""
+    from flask_app.core.dispatch import get_dispatcher
     from legacy_cron.scheduler import run_tick
     from tests.fakes import FakeBookingClient
 
@@ -35,6 +36,7 @@ def overlapping_ticks(
         t.start()
     for t in threads:
         t.join()
+    assert get_dispatcher(app).wait_idle(60), "armed prebookings never fired"
     booked = [call["class_id"] for call in client.calls]
     Path(out).write_text(json.dumps({"reports": reports, "booked": booked}))
     app.extensions["db"].engine.dispose()
@@ -61,6 +63,7 @@ def tick_that_dies(db_url: str, fernet_key: str, sandbox_url: str, hang_before_s
     with the sandbox told to hold its answer after booking).
     """
     from flask_app.aimharder.client import AimHarderClient
+    from flask_app.core.dispatch import get_dispatcher
     from legacy_cron.scheduler import run_tick
 
     if hang_before_send is None:
@@ -69,3 +72,20 @@ def tick_that_dies(db_url: str, fernet_key: str, sandbox_url: str, hang_before_s
         client = HangingClient(hang_before_send)
     app = _app(db_url, fernet_key, client, CLAIM_LEASE_SECONDS=1, CRON_TICK_BUDGET_S=3600)
     run_tick(app)
+    get_dispatcher(app).wait_idle(3600)  # the tick only armed it: stay while it books
+
+
+def fifo_tick(db_url: str, fernet_key: str, sandbox_url: str, barrier: Any, leader: bool) -> None:
+    """One tick on its own process, with the real client against the sandbox, in step with
+    the other processes' ticks (cron-job.org pinging several workers at once)."""
+    from flask_app.aimharder.client import AimHarderClient
+    from flask_app.core.dispatch import get_dispatcher
+    from legacy_cron.scheduler import run_tick
+
+    client = AimHarderClient(sandbox_url)
+    app = _app(db_url, fernet_key, client, DISPATCH_LEADER=leader)
+    barrier.wait(timeout=60)
+    run_tick(app)
+    assert get_dispatcher(app).wait_idle(60), "armed prebookings never fired"
+    client.close()
+    app.extensions["db"].engine.dispose()
