@@ -70,15 +70,17 @@ class Defaults:
     # instant has passed fires DISPATCH_LATE_DELAY_MS after its election; followers rescue
     # members still unsent DISPATCH_WATCHDOG_MS after it. Each process holds at most
     # DISPATCH_MAX_HELD armed prebookings (beyond: 503, QStash retries). Too-early and transient
-    # answers are re-sent at once up to DISPATCH_RESEND_MAX times within
-    # DISPATCH_RESEND_WINDOW_MS. DISPATCH_LEADER=false: no adoption, every process fires its own
-    # members at rank-derived instants (measured in bench/README.md).
+    # answers are re-sent up to DISPATCH_RESEND_MAX times within DISPATCH_RESEND_WINDOW_MS, the
+    # k-th DISPATCH_RESEND_GAP_MS × 2^(k-1) after the answer (0: at once) or at the gym's instant
+    # as re-estimated. DISPATCH_LEADER=false: no adoption, every process fires its own members
+    # at rank-derived instants (measured in bench/README.md).
     DISPATCH_LEAD_MS = 1000.0
     DISPATCH_LATE_DELAY_MS = 100.0
     DISPATCH_WATCHDOG_MS = 250.0
     DISPATCH_MAX_HELD = 20_000
     DISPATCH_RESEND_MAX = 3
     DISPATCH_RESEND_WINDOW_MS = 1000.0
+    DISPATCH_RESEND_GAP_MS = 10.0
     DISPATCH_LEADER = True
     # The sweep (executor of last resort, flask_app/core/sweep.py) runs every
     # DISPATCH_SWEEP_INTERVAL_S and arms prebookings opening within DISPATCH_SWEEP_HORIZON_S that
@@ -184,6 +186,7 @@ _DISPATCH_FLOATS = (
     ("DISPATCH_LATE_DELAY_MS", 0.0, 5_000.0),
     ("DISPATCH_WATCHDOG_MS", 10.0, 10_000.0),
     ("DISPATCH_RESEND_WINDOW_MS", 0.0, 10_000.0),
+    ("DISPATCH_RESEND_GAP_MS", 0.0, 1_000.0),
     ("DISPATCH_SWEEP_INTERVAL_S", 0.05, 60.0),
     ("DISPATCH_SWEEP_HORIZON_S", 0.5, 600.0),
     ("DISPATCH_OVERDUE_MS", 0.0, 60_000.0),

@@ -114,6 +114,7 @@ def app_config(
 def app(app_config: dict[str, object]) -> Iterator[object]:
     application = create_app(app_config)
     yield application
+    application.extensions["dispatcher"].wait_idle(10)  # nothing left writing to the database
     application.extensions["db"].engine.dispose()
 
 

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flask_app.core.dispatch import get_dispatcher
 from flask_app.models import Prebooking
 from flask_app.periodic import BEAT_SCHEDULE, recover_stale_claims, relay_prebookings
 from flask_app.shim.flask import get_celery
@@ -44,9 +45,12 @@ def samples(client, name):
     ]
 
 
-def test_metrics_count_arrivals_webhook_answers_and_publish_errors(client, session, gateway, auth):
+def test_metrics_count_arrivals_webhook_answers_and_publish_errors(
+    app, client, session, gateway, auth
+):
     due = make_prebooking(session, qstash_message_id="msg_1")
     deliver(client, body_for(due))
+    assert get_dispatcher(app).wait_idle(30)  # armed, then fired by the dispatcher
     deliver(client, body_for(due), signed=b"forged")
     gateway.down = True
     opening = (datetime.now(UTC) + timedelta(days=1)).isoformat()

@@ -88,10 +88,12 @@ class DispatchSettings:
     lead: timedelta = timedelta(seconds=1)  # elect, adopt and prepare this long ahead
     late_delay: timedelta = timedelta(milliseconds=100)  # anchor of a class already open
     watchdog: timedelta = timedelta(milliseconds=250)  # followers rescue unsent members then
+    mark_lead: timedelta = timedelta(milliseconds=100)  # the leader marks its batch sent then
     stagger: timedelta = timedelta(microseconds=10)  # between FIFO ranks
     max_held: int = 20_000  # prebookings waiting or in flight in this process
     resend_max: int = 3  # re-sends after a too-early or transient answer
     resend_window: timedelta = timedelta(seconds=1)  # ... all within this of the first send
+    resend_gap: timedelta = timedelta(milliseconds=10)  # doubling: +10, +20, +40 ms
     leader: bool = True  # False: no adoption, every process fires its own at rank instants
     regroup_after: timedelta = timedelta(seconds=10)  # a group row this old is elected anew
     lease: timedelta = timedelta(seconds=60)
@@ -117,6 +119,7 @@ class DispatchSettings:
             max_held=int(config["DISPATCH_MAX_HELD"]),
             resend_max=int(config["DISPATCH_RESEND_MAX"]),
             resend_window=float(config["DISPATCH_RESEND_WINDOW_MS"]) * ms,
+            resend_gap=float(config["DISPATCH_RESEND_GAP_MS"]) * ms,
             leader=bool(config["DISPATCH_LEADER"]),
             lease=timedelta(seconds=float(config["CLAIM_LEASE_SECONDS"])),
             answer_timeout_s=float(config["AIMHARDER_TIMEOUT_S"]),
@@ -256,6 +259,7 @@ class Group:
     stagger: timedelta = timedelta(0)
     premarked: bool = False
     watchdog_at: datetime | None = None
+    ready: list[Member] = field(default_factory=list)  # the leader's, prepared, not yet marked
     due_at: datetime | None = None
 
 
@@ -345,6 +349,7 @@ class Dispatcher:
         self._heap: list[tuple[datetime, int, str]] = []
         self._seq = itertools.count()
         self._held = 0
+        self._queued = 0  # recorder jobs not yet done
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._prepare_pool: ThreadPoolExecutor | None = None
@@ -427,7 +432,10 @@ class Dispatcher:
         """Wait until this process holds nothing and watches no class (tests, short-lived
         processes); False if that did not happen within `timeout_s`."""
         with self._lock:
-            return self._lock.wait_for(lambda: not self._held and not self._groups, timeout_s)
+            return self._lock.wait_for(self._is_idle, timeout_s)
+
+    def _is_idle(self) -> bool:
+        return not (self._held or self._groups or self._queued)
 
     def set_path_timing(
         self, path: str, *, stagger: timedelta, late_delay: timedelta | None = None
@@ -480,11 +488,14 @@ class Dispatcher:
     def _next_due(self, group: Group) -> datetime | None:
         if group.anchor is None:
             return group.elect_at
+        due = [group.watchdog_at] if group.watchdog_at is not None else []
+        if group.ready:
+            due.append(group.anchor - self.settings.mark_lead)
         if not group.premarked:
-            return group.anchor - self.settings.straggler_lead
-        if group.waiting:
-            return self.clock.now()
-        return group.watchdog_at
+            due.append(group.anchor - self.settings.straggler_lead)
+        elif group.waiting:
+            due.append(self.clock.now())
+        return min(due, default=None)
 
     def _reschedule(self, group: Group) -> None:
         """Queue the group's next step, or forget it when nothing is left (lock held)."""
@@ -576,12 +587,21 @@ class Dispatcher:
                 log.exception("recording a dispatched outcome failed")
 
     def _record_off_path(self, job: Callable[[], None]) -> None:
-        if self._realtime:
-            with self._lock:
-                self._start()
-            self._records.put(job)
-        else:
+        if not self._realtime:
             job()
+            return
+        with self._lock:
+            self._start()
+            self._queued += 1
+        self._records.put(partial(self._counted, job))
+
+    def _counted(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        finally:
+            with self._lock:
+                self._queued -= 1
+                self._lock.notify_all()
 
     def _in_pool(self, pool: ThreadPoolExecutor | None, job: Callable[[], None]) -> None:
         if pool is None:
@@ -597,6 +617,9 @@ class Dispatcher:
             self._elect(group, now)
             now = self.clock.now()
         assert group.anchor is not None
+        if group.ready and now >= group.anchor - self.settings.mark_lead:
+            batch, group.ready = group.ready, []
+            self._mark_and_send(group, batch, "leader")
         if not group.premarked and now >= group.anchor - self.settings.straggler_lead:
             group.premarked = True
         if group.premarked and group.waiting:
@@ -635,10 +658,20 @@ class Dispatcher:
         return stagger or self.settings.stagger, late or self.settings.late_delay
 
     def _lead(self, group: Group, now: datetime) -> None:
-        """Adopt every unsent member of the class, from whichever process, and fire them all."""
+        """Adopt every unsent member of the class, from whichever process, and prepare them
+        all now; they are marked sent and handed to the firing line `mark_lead` before the
+        anchor (until then, were this process to die, a follower's watchdog takes them)."""
         with self.executor.sessions() as session:
             claims = adopt(session, group.key, now, self.token)
-        self._launch(group, self._adopted(group, claims), "leader")
+        members = self._adopted(group, claims)
+        try:
+            ready = self._with_cookies(group, members)
+        except SQLAlchemyError as exc:
+            self._give_all_back(group, members, exc)
+            return
+        ready.sort(key=lambda m: (m.rank, m.id))
+        self._prepare_all(ready)
+        group.ready = [m for m in ready if not m.settled]
 
     def _rescue(self, group: Group) -> None:
         """After the anchor: adopt what is still unsent (its leader died) and fire it now."""
@@ -668,37 +701,44 @@ class Dispatcher:
     # --- launching members -------------------------------------------------------------------
 
     def _launch(self, group: Group, members: list[Member], role: str) -> None:
-        """Send these members at their rank-derived instants, in FIFO order, each only once
-        this process's conditional mark says it is still ours.
-
-        The leader prepares first and marks last (until then a follower's watchdog may still
-        rescue its members); a follower marks first, since most of its members were adopted
-        and need no connection.
-        """
+        """Fire members this process found still its own after the leader's adoption (or
+        rescued after the anchor): mark first (most were adopted and need no connection),
+        then prepare and send each at its rank-derived instant."""
         if not members:
             return
         try:
-            ready = self._with_cookies(group, members)
-            ready.sort(key=lambda m: (m.rank, m.id))
-            if role == "leader":
-                self._prepare_all(ready)
-                ready = self._still_mine([m for m in ready if not m.settled])
-            else:
-                ready = self._still_mine(ready)
-                self._prepare_all(ready)
+            ready = self._still_mine(self._with_cookies(group, members))
         except SQLAlchemyError as exc:
-            log.warning("class %s: database trouble before sending: %s", group.key, exc)
-            why = f"database unavailable before sending: {type(exc).__name__}"
-            for member in members:
-                if not member.settled:
-                    self._close(member)
-                    self._give_back(member, why)
+            self._give_all_back(group, members, exc)
             return
+        ready.sort(key=lambda m: (m.rank, m.id))
+        self._prepare_all(ready)
+        self._schedule_sends(group, ready, role)
+
+    def _mark_and_send(self, group: Group, members: list[Member], role: str) -> None:
+        """Mark a prepared batch sent (keeping what is still ours) and send it, in FIFO order."""
+        try:
+            ready = self._still_mine(members)
+        except SQLAlchemyError as exc:
+            self._give_all_back(group, members, exc)
+            return
+        self._schedule_sends(group, ready, role)
+
+    def _schedule_sends(self, group: Group, members: list[Member], role: str) -> None:
         assert group.anchor is not None
-        for member in ready:
+        sending = [m for m in members if not m.settled]
+        for member in sending:
             member.role = role
             member.fire_at = group.anchor + group.stagger * member.rank
-        self._send([m for m in ready if not m.settled])
+        self._send(sending)
+
+    def _give_all_back(self, group: Group, members: list[Member], exc: SQLAlchemyError) -> None:
+        log.warning("class %s: database trouble before sending: %s", group.key, exc)
+        why = f"database unavailable before sending: {type(exc).__name__}"
+        for member in members:
+            if not member.settled:
+                self._close(member)
+                self._give_back(member, why)
 
     def _still_mine(self, members: list[Member]) -> list[Member]:
         """Mark these members sent (one statement); drop those another process holds now."""
@@ -851,8 +891,12 @@ class Dispatcher:
         return None  # written, then no answer: uncertain; the listing must be asked first
 
     def _resend(self, member: Member, prepared: PreparedBooking | None) -> None:
+        """Send again: at the gym's instant as now estimated (a too-early answer moved it),
+        and at least `resend_gap` × 2^(sends-1) after this answer, so re-sends spread over
+        a few tens of ms instead of all landing in the same millisecond."""
         box = str(member.claimed.booking_data.get("box", ""))
-        at = max(self.clock.now(), self.gym.fire_instant(box, member.claimed.available_at))
+        gap = self.settings.resend_gap * 2 ** (member.sends - 1)
+        at = max(self.clock.now() + gap, self.gym.fire_instant(box, member.claimed.available_at))
         again = prepared.again() if prepared is not None else None
         if again is None and prepared is not None:
             again = self._prepared(member)

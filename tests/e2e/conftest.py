@@ -65,5 +65,6 @@ def live_app(
     yield app
     server.shutdown()
     thread.join(timeout=5)
+    app.extensions["dispatcher"].wait_idle(10)
     app.extensions["executor"].client.close()
     app.extensions["db"].engine.dispose()

@@ -1,0 +1,88 @@
+"""The dispatcher on the real clock, through the firing line and the answer reader, against the
+AimHarder sandbox: what the sandbox received and in which order, never how fast."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aimharder_sandbox.testing import run_sandbox
+from flask_app.core import events
+from flask_app.core.dispatch import Arrival, ArmResult, get_dispatcher
+from tests.factories import booking_data, make_prebooking, reload, store_session
+
+DAY = "20261130"
+
+
+@pytest.fixture
+def sandbox():
+    with run_sandbox() as running:
+        yield running
+
+
+@pytest.fixture
+def app_overrides(sandbox):
+    # The real AimHarder client (it prepares raw requests for the firing line).
+    return {"AIMHARDER_CLIENT": None, "AIMHARDER_BASE_URL": sandbox.url}
+
+
+@pytest.fixture
+def announced():
+    seen = []
+    with events.attempt_finished.connected_to(lambda s, attempt, **_: seen.append(attempt)):
+        yield seen
+
+
+def crowd(app, session, n, opening):
+    """n prebookings of one class created one second apart; their users, oldest first."""
+    users = [f"live{i:02d}" for i in range(n)]
+    rows = []
+    for i, user in enumerate(users):
+        email = f"{user}@example.com"
+        store_session(app, session, email, {"amhrdrauth": user})
+        created = opening - timedelta(hours=1) + timedelta(seconds=i)
+        rows.append(
+            make_prebooking(
+                session,
+                user_email=email,
+                available_at=opening,
+                created_at=created,
+                booking_data=booking_data(day=DAY),
+            )
+        )
+    return users, rows
+
+
+def arm_all(app, rows):
+    dispatcher = get_dispatcher(app)
+    arrival = Arrival("qstash", datetime.now(UTC))
+    assert {dispatcher.arm(row.id, arrival).result for row in rows} == {ArmResult.ARMED}
+    assert dispatcher.wait_idle(30), "armed prebookings never settled"
+
+
+def test_a_class_reaches_aimharder_in_creation_order_and_never_early(
+    app, session, sandbox, announced
+):
+    opening = datetime.now(UTC) + timedelta(seconds=3)  # past the election: all armed
+    sandbox.add_class("1001", DAY, opens_at=opening, capacity=30)
+    users, rows = crowd(app, session, 30, opening)
+    arm_all(app, rows[::2] + rows[1::2])  # armed out of order
+    arrivals = sorted(sandbox.arrivals(), key=lambda a: a["at_ns"])
+    assert [a["user"] for a in arrivals] == users
+    assert {a["book_state"] for a in arrivals} == {1}  # none too early, all booked
+    assert {reload(session, r).status for r in rows} == {"completed"}
+    assert {a.detail["fired_by"] for a in announced} == {"leader"}
+
+
+def test_a_too_early_answer_is_sent_again_at_once_over_the_same_connection(
+    app, session, sandbox, announced
+):
+    opening = datetime.now(UTC) + timedelta(seconds=3)  # past the election: all armed
+    # The gym's clock is behind ours: at our instant it still says "too early".
+    sandbox.add_class("1001", DAY, opens_at=opening + timedelta(milliseconds=25), capacity=5)
+    _, rows = crowd(app, session, 1, opening)
+    arm_all(app, rows)
+    states = [a["book_state"] for a in sorted(sandbox.arrivals(), key=lambda a: a["at_ns"])]
+    assert states[-1] == 1 and set(states[:-1]) <= {-12} and len(states) >= 2
+    assert reload(session, rows[0]).status == "completed"
+    assert announced[0].detail["sends"] == len(states)
+    assert sandbox.connections() == 1  # the re-sends reused the prepared connection
