@@ -7,7 +7,7 @@ import pytest
 
 from aimharder_sandbox.testing import run_sandbox
 from flask_app.core import events
-from flask_app.core.dispatch import Arrival, ArmResult, get_dispatcher
+from flask_app.core.dispatch import ArmResult, Arrival, get_dispatcher
 from tests.factories import booking_data, make_prebooking, reload, store_session
 
 DAY = "20261130"
