@@ -256,7 +256,9 @@ def test_reconcile_dlq_fails_a_prebooking_whose_window_is_long_gone(app, session
     assert report.outcomes == {"failed": 1}
     row = reload(session, row.id)
     assert row.status == "failed"
-    assert row.error_message == "QStash gave up delivering (last answer 401: invalid signature)"
+    reason = "QStash gave up delivering (last answer 401: invalid signature)"
+    assert row.error_message == f"dead-lettered by QStash 1 time (DLQ); last: {reason}"
+    assert (row.qstash_dlq_count, row.qstash_dlq_reason) == (1, reason)
     assert gateway.dlq == []
 
 
