@@ -11,11 +11,11 @@ from werkzeug.exceptions import BadRequest
 from flask_app import paths, periodic
 from flask_app.api.auth import require_bearer
 from flask_app.api.errors import error
+from flask_app.api.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.core import events, repository, sessions
 from flask_app.db import get_session
 from flask_app.models import Prebooking
 from flask_app.qstash import outbox
-from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.timing import SystemClock
 
 bp = Blueprint("api", __name__)
