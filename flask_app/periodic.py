@@ -27,11 +27,11 @@ from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash import dlq, relay
-from flask_app.qstash.gateway import QStashError
+from flask_app.qstash.gateway import QStashError, get_gateway
 from flask_app.qstash.publish import is_publishing
-from flask_app.shim import cli as shim_cli
-from flask_app.shim import shared_task
-from flask_app.shim.beat import SyncPlan
+from flask_app.shim import beat, shared_task
+from flask_app.shim.beat import DesiredSchedule, SyncPlan
+from flask_app.shim.delivery import task_url
 from flask_app.shim.flask import get_celery
 from flask_app.shim.schedules import crontab
 
@@ -113,9 +113,41 @@ def _entry(schedule_id: str) -> str:
     return schedule_id.removeprefix("shim-")
 
 
+def desired(app: Flask) -> list[DesiredSchedule]:
+    """The QStash schedules the beat schedule asks for (as `flask tasks sync-schedules`)."""
+    celery = get_celery(app)
+    return beat.desired_schedules(
+        celery.conf.beat_schedule,
+        url_for_task=lambda name: task_url(app, name),
+        timezone=celery.conf.get("timezone"),
+        default_queue=celery.conf.task_default_queue,
+    )
+
+
+def sync(app: Flask, *, apply: bool) -> SyncPlan:
+    """Compare QStash's schedules with the desired ones; with `apply`, make them match.
+
+    Raises:
+        QStashError: QStash could not be read or written.
+    """
+    gateway = get_gateway(app)
+    plan = beat.plan_sync(desired(app), gateway.schedules())
+    if apply:
+        for want in plan.create + plan.update:
+            gateway.upsert_schedule(
+                schedule_id=want.schedule_id,
+                destination=want.destination,
+                cron=want.cron,
+                body=want.body,
+            )
+        for schedule_id in plan.delete:
+            gateway.delete_schedule(schedule_id)
+    return plan
+
+
 def fingerprint(app: Flask) -> str:
     """A short digest of the desired schedules: a deploy that changes them syncs at once."""
-    wanted = [(s.schedule_id, s.destination, s.cron, s.body) for s in shim_cli.desired(app)]
+    wanted = [(s.schedule_id, s.destination, s.cron, s.body) for s in desired(app)]
     return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -124,7 +156,7 @@ def _schedules(now: datetime, *, apply: bool) -> dict[str, Any]:
     if not is_publishing(app.config):
         return {"skipped": "QStash publishing is off"}
     try:
-        plan = shim_cli.sync(app, dry_run=not apply)
+        plan = sync(app, apply=apply)
     except QStashError as exc:
         log.warning("QStash schedules could not be %s: %s", "synced" if apply else "read", exc)
         app.extensions[_STATUS] = ScheduleStatus(now, error=str(exc))

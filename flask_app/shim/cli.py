@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from flask import Flask, current_app
+from flask import current_app
 from flask.cli import AppGroup
 
-from flask_app.qstash.gateway import Gateway, QStashError, get_gateway
+from flask_app.qstash.gateway import QStashError, get_gateway
 from flask_app.shim import beat, delivery
 from flask_app.shim.exceptions import UnsupportedOption
 from flask_app.shim.flask import get_celery
@@ -18,41 +18,23 @@ tasks_cli = AppGroup("tasks", help="Tasks of the Celery-compatible shim.")
 @click.option("--dry-run", is_flag=True, help="Show the plan without changing QStash.")
 def sync_schedules(dry_run: bool) -> None:
     """Create, update and delete QStash schedules to match beat_schedule (idempotent)."""
+    celery = get_celery(current_app)
     try:
-        plan = sync(current_app, dry_run=dry_run)
+        desired = beat.desired_schedules(
+            celery.conf.beat_schedule,
+            url_for_task=lambda name: delivery.task_url(current_app, name),
+            timezone=celery.conf.get("timezone"),
+            default_queue=celery.conf.task_default_queue,
+        )
+        gateway = get_gateway()
+        plan = beat.plan_sync(desired, gateway.schedules())
         _report(plan)
+        if not dry_run:
+            _apply(plan)
     except (UnsupportedOption, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except QStashError as exc:
         raise click.ClickException(f"QStash: {exc}") from exc
-
-
-def desired(flask_app: Flask) -> list[beat.DesiredSchedule]:
-    """The QStash schedules the bound shim app's beat_schedule asks for.
-
-    Raises:
-        UnsupportedOption, ValueError: see beat.desired_schedules.
-    """
-    celery = get_celery(flask_app)
-    return beat.desired_schedules(
-        celery.conf.beat_schedule,
-        url_for_task=lambda name: delivery.task_url(flask_app, name),
-        timezone=celery.conf.get("timezone"),
-        default_queue=celery.conf.task_default_queue,
-    )
-
-
-def sync(flask_app: Flask, *, dry_run: bool = False) -> beat.SyncPlan:
-    """Create, update and delete QStash schedules to match beat_schedule (idempotent).
-
-    Raises:
-        UnsupportedOption, ValueError: see beat.desired_schedules; QStashError: QStash failed.
-    """
-    gateway = get_gateway(flask_app)
-    plan = beat.plan_sync(desired(flask_app), gateway.schedules())
-    if not dry_run:
-        _apply(plan, gateway)
-    return plan
 
 
 def _report(plan: beat.SyncPlan) -> None:
@@ -70,7 +52,8 @@ def _report(plan: beat.SyncPlan) -> None:
     )
 
 
-def _apply(plan: beat.SyncPlan, gateway: Gateway) -> None:
+def _apply(plan: beat.SyncPlan) -> None:
+    gateway = get_gateway()
     for want in plan.create + plan.update:
         gateway.upsert_schedule(
             schedule_id=want.schedule_id,
