@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck reliability bench clean postgres chromium
+.PHONY: run test retire-legacy-check lint typecheck reliability bench clean postgres chromium
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,15 @@ test: $(STAMP) postgres chromium
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
 
+## retire-legacy-check: a copy of the tree without legacy_cron/ (and its one line in create_app)
+## still passes the QStash-path, migration, parity and reliability tests (CI runs it)
+retire-legacy-check: $(STAMP) postgres
+	$(PY) scripts/retire_legacy_check.py $(PYTEST_ARGS)
+
 ## reliability: the large fault scenarios (docs/reliability.md); not part of `make test`
 reliability: $(STAMP) postgres
 	$(PY) -m flask --app wsgi db upgrade
-	$(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -m reliability tests/reliability tests/legacy_cron/reliability $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
