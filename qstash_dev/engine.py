@@ -19,6 +19,7 @@ from typing import Any
 
 from qstash_dev import cron, expr, publishing, signing
 from qstash_dev.errors import BadRequest, NotFound, QStashDevError
+from qstash_dev.filters import Filter
 from qstash_dev.models import (
     FINAL_STATES,
     JSON,
@@ -639,13 +640,13 @@ class Broker:
             attempts = self._cancel(msg)
         self._sender.submit(attempts)
 
-    def cancel_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
-        """Cancel the listed messages, or every pending one matching the filters (all if none)."""
+    def cancel_many(self, ids: list[str] | None, filt: Filter) -> int:
+        """Cancel the listed messages, or every pending one that `filt` matches."""
         with self._lock:
             if ids is not None:  # an explicit, even empty, id list never means "everything"
                 targets = [self._messages[i] for i in ids if i in self._messages]
             else:
-                targets = [m for m in self._messages.values() if _matches_message(m, filters)]
+                targets = [m for m in self._messages.values() if filt.matches(message_to_api(m))]
             targets = [m for m in targets if m.state not in FINAL_STATES]
             attempts: list[Attempt] = []
             for msg in targets:
@@ -777,13 +778,13 @@ class Broker:
 
     # ----- DLQ API ---------------------------------------------------------------------------
 
-    def dlq_list(self, filters: dict[str, list[str]], cursor: str | None, count: int) -> JSON:
+    def dlq_list(self, filt: Filter, cursor: str | None, count: int) -> JSON:
         """A page of DLQ entries (oldest first), with `cursor` when more remain."""
         with self._lock:
             entries = sorted(self._dlq.values(), key=lambda e: _dlq_order(e.dlq_id))
             if cursor:
                 entries = [e for e in entries if _dlq_order(e.dlq_id) > _dlq_order(cursor)]
-            matched = [e for e in entries if _matches_dlq(e, filters)]
+            matched = [e for e in entries if filt.matches(dlq_to_api(e))]
             page = matched[: max(1, min(count, 100))]
             out: JSON = {"messages": [dlq_to_api(e) for e in page]}
             if len(matched) > len(page):
@@ -816,11 +817,11 @@ class Broker:
             self._dlq_entry(dlq_id)
             self._dlq_remove([dlq_id])
 
-    def dlq_delete_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
-        """Remove the listed entries, or all matching the filters."""
+    def dlq_delete_many(self, ids: list[str] | None, filt: Filter) -> int:
+        """Remove the listed entries, or all that `filt` matches."""
         with self._lock:
             if ids is None:
-                ids = [e.dlq_id for e in self._dlq.values() if _matches_dlq(e, filters)]
+                ids = [e.dlq_id for e in self._dlq.values() if filt.matches(dlq_to_api(e))]
             return self._dlq_remove(ids)
 
     def _dlq_remove(self, ids: list[str]) -> int:
@@ -979,7 +980,7 @@ class Broker:
             self._store.put("keys", "keys", self.keys())
             return self.keys()
 
-    def events(self, filters: dict[str, list[str]], cursor: str | None, count: int) -> JSON:
+    def events(self, filt: Filter, cursor: str | None, count: int) -> JSON:
         """Event-log entries, newest first, with `cursor` when more remain."""
         with self._lock:
             limit = max(1, min(count, 1000))
@@ -989,7 +990,7 @@ class Broker:
             for entry in reversed(self._events):
                 if before is not None and entry["_seq"] >= before:
                     continue
-                if not _matches_event(entry, filters):
+                if not filt.matches(entry):
                     continue
                 if len(page) == limit:
                     more = True
@@ -1112,58 +1113,3 @@ def _dlq_order(dlq_id: str) -> tuple[int, int]:
         return int(head), int(tail or 0)
     except ValueError:
         return 0, 0
-
-
-def _matches(values: dict[str, Any], filters: dict[str, list[str]], keys: dict[str, str]) -> bool:
-    """Generic filter: each given filter (OR over its values) must match (AND across filters)."""
-    for query_key, field_key in keys.items():
-        wanted = [w for v in filters.get(query_key, []) for w in v.split(",") if w]
-        if wanted and str(values.get(field_key)) not in wanted:
-            return False
-    created = int(values.get("createdAt") or values.get("time") or 0)
-    if filters.get("fromDate") and created < int(filters["fromDate"][0]):
-        return False
-    return not (filters.get("toDate") and created > int(filters["toDate"][0]))
-
-
-_COMMON = {
-    "url": "url",
-    "topicName": "topicName",
-    "queueName": "queueName",
-    "scheduleId": "scheduleId",
-    "label": "label",
-    "flowControlKey": "flowControlKey",
-}
-
-
-def _matches_message(msg: Message, filters: dict[str, list[str]]) -> bool:
-    """Bulk-cancel filters."""
-    keys = dict(_COMMON, callerIp="callerIP", callerIP="callerIP")
-    return _matches(message_to_api(msg), filters, keys)
-
-
-def _matches_dlq(entry: DlqEntry, filters: dict[str, list[str]]) -> bool:
-    """DLQ list filters."""
-    keys = dict(
-        _COMMON,
-        messageId="messageId",
-        dlqIds="dlqId",
-        responseStatus="responseStatus",
-        callerIp="callerIP",
-    )
-    return _matches(dlq_to_api(entry), filters, keys)
-
-
-_STATE_ALIASES = {"CANCELLED": ["CANCELED"], "IN_PROGRESS": ["ACTIVE", "RETRY", "ERROR"]}
-
-
-def _matches_event(entry: JSON, filters: dict[str, list[str]]) -> bool:
-    """Event-log filters (state accepts `CANCELLED` and `IN_PROGRESS`)."""
-    states = [s for v in filters.get("state", []) for s in _STATE_ALIASES.get(v, [v])]
-    if states and entry["state"] not in states:
-        return False
-    ids = filters.get("messageId", []) + filters.get("messageIds", [])
-    if ids and entry["messageId"] not in ids:
-        return False
-    keys = dict(_COMMON, callerIp="callerIp")
-    return _matches(entry, filters, keys)
