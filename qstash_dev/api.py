@@ -204,7 +204,7 @@ def list_dlq(broker: Broker, call: Call, m: re.Match[str]) -> Response:
     """GET /v2/dlq."""
     params = _params(call)
     cursor = _first(params.pop("cursor", None))
-    count = int((params.pop("count", None) or ["100"])[0])
+    count = _count(params, default=100, maximum=100, clamp=True)
     return _json(broker.dlq_list(filters.parse(params, filters.DLQ_LIST), cursor, count))
 
 
@@ -218,12 +218,9 @@ def dlq_item(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 
 def delete_dlq(broker: Broker, call: Call, m: re.Match[str]) -> Response:
-    """DELETE /v2/dlq: ids from a JSON body or repeated `dlqIds` query."""
-    params = _params(call)
-    ids = _split(params.pop("dlqIds", None))
-    params.pop("count", None)
-    filt = filters.parse(params, filters.DLQ_BULK)
-    return _json({"deleted": broker.dlq_delete_many(ids, filt)})
+    """DELETE /v2/dlq: `dlqIds` (JSON body or repeated query), else a page of a filter."""
+    ids, page = _dlq_bulk(call)
+    return _json(broker.dlq_delete_many(ids, page))
 
 
 def retry_dlq_one(broker: Broker, call: Call, m: re.Match[str]) -> Response:
@@ -233,16 +230,39 @@ def retry_dlq_one(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 
 def retry_dlq_many(broker: Broker, call: Call, m: re.Match[str]) -> Response:
-    """POST /v2/dlq/retry?dlqIds=a&dlqIds=b (or a JSON body `{"dlqIds": [...]}`)."""
+    """POST /v2/dlq/retry: `dlqIds` (query or JSON body), else a page of a filter."""
+    ids, page = _dlq_bulk(call)
+    return _json(broker.dlq_retry_many(ids, page, call.publish_request("")), 201)
+
+
+def _dlq_bulk(call: Call) -> tuple[list[str] | None, filters.DlqPage]:
+    """Explicit ids, and the filtered page (`count` ≤ 100 after `cursor`) taken without them.
+
+    Raises:
+        BadRequest: an unknown filter or a bad count.
+    """
     params = _params(call)
     ids = _split(params.pop("dlqIds", None))
-    params.pop("count", None)
-    filt = filters.parse(params, filters.DLQ_BULK)
-    if ids is None:
-        listed = broker.dlq_list(filt, None, 100)["messages"]
-        ids = [str(e["dlqId"]) for e in listed]
-    overrides = call.publish_request("")
-    return _json({"responses": broker.dlq_retry(ids, overrides)}, 201)
+    cursor = _first(params.pop("cursor", None))
+    count = _count(params, default=100, maximum=100)
+    return ids, filters.DlqPage(filters.parse(params, filters.DLQ_BULK), cursor, count)
+
+
+def _count(params: Params, default: int, maximum: int, *, clamp: bool = False) -> int:
+    """Pop `count`: a whole number from 1 to `maximum` (lists clamp larger ones to it).
+
+    Raises:
+        BadRequest: not a whole number, below 1, or (unless clamped) above `maximum`.
+    """
+    raw = params.pop("count", None)
+    if not raw:
+        return default
+    text = raw[0].strip()
+    if len(raw) != 1 or not text.isdigit() or int(text) < 1:
+        raise BadRequest(f"count must be a whole number from 1 to {maximum}, got {raw}")
+    if int(text) > maximum and not clamp:
+        raise BadRequest(f"count must be at most {maximum}, got {text}")
+    return min(int(text), maximum)
 
 
 # ----- queues, URL groups, keys, events, flow control ------------------------------------------
@@ -323,7 +343,7 @@ def list_events(broker: Broker, call: Call, m: re.Match[str]) -> Response:
     """GET /v2/events (key `events`) and GET /v2/logs (key `logs`)."""
     params = {k: list(v) for k, v in call.query.items() if k != "qstash_token"}
     cursor = _first(params.pop("cursor", None))
-    count = int((params.pop("count", None) or ["100"])[0])
+    count = _count(params, default=100, maximum=1000, clamp=True)
     result = broker.events(filters.parse(params, filters.EVENTS), cursor, count)
     if m.group(1) == "logs":
         result["logs"] = result.pop("events")

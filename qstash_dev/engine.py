@@ -19,7 +19,7 @@ from typing import Any
 
 from qstash_dev import cron, expr, publishing, signing
 from qstash_dev.errors import BadRequest, NotFound, QStashDevError
-from qstash_dev.filters import Filter
+from qstash_dev.filters import DlqPage, Filter
 from qstash_dev.models import (
     FINAL_STATES,
     JSON,
@@ -779,17 +779,30 @@ class Broker:
     # ----- DLQ API ---------------------------------------------------------------------------
 
     def dlq_list(self, filt: Filter, cursor: str | None, count: int) -> JSON:
-        """A page of DLQ entries (oldest first), with `cursor` when more remain."""
+        """A page of DLQ entries (oldest first), with `cursor` when more remain.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
         with self._lock:
-            entries = sorted(self._dlq.values(), key=lambda e: _dlq_order(e.dlq_id))
-            if cursor:
-                entries = [e for e in entries if _dlq_order(e.dlq_id) > _dlq_order(cursor)]
-            matched = [e for e in entries if filt.matches(dlq_to_api(e))]
-            page = matched[: max(1, min(count, 100))]
-            out: JSON = {"messages": [dlq_to_api(e) for e in page]}
-            if len(matched) > len(page):
-                out["cursor"] = page[-1].dlq_id
-            return out
+            page, after = self._dlq_page(filt, cursor, count)
+            return _paged({"messages": [dlq_to_api(e) for e in page]}, after)
+
+    def _dlq_page(
+        self, filt: Filter, cursor: str | None, count: int
+    ) -> tuple[list[DlqEntry], str | None]:
+        """Up to `count` entries `filt` matches after `cursor`, oldest first, and the next cursor.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
+        start = _dlq_cursor(cursor) if cursor else (-1, -1)
+        entries = sorted(self._dlq.values(), key=lambda e: _dlq_order(e.dlq_id))
+        matched = [
+            e for e in entries if _dlq_order(e.dlq_id) > start and filt.matches(dlq_to_api(e))
+        ]
+        page = matched[:count]
+        return page, page[-1].dlq_id if len(matched) > len(page) else None
 
     def dlq_get(self, dlq_id: str) -> JSON:
         """One DLQ entry.
@@ -817,12 +830,18 @@ class Broker:
             self._dlq_entry(dlq_id)
             self._dlq_remove([dlq_id])
 
-    def dlq_delete_many(self, ids: list[str] | None, filt: Filter) -> int:
-        """Remove the listed entries, or all that `filt` matches."""
+    def dlq_delete_many(self, ids: list[str] | None, page: DlqPage) -> JSON:
+        """Remove the listed entries, or one page of those the filter matches.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
         with self._lock:
+            after = None
             if ids is None:
-                ids = [e.dlq_id for e in self._dlq.values() if filt.matches(dlq_to_api(e))]
-            return self._dlq_remove(ids)
+                entries, after = self._dlq_page(page.filt, page.cursor, page.count)
+                ids = [e.dlq_id for e in entries]
+            return _paged({"deleted": self._dlq_remove(ids)}, after)
 
     def _dlq_remove(self, ids: list[str]) -> int:
         """Delete entries; return how many existed."""
@@ -849,6 +868,22 @@ class Broker:
                 out.append({"messageId": msg.id})
             self._dlq_remove(ids)
             return out
+
+    def dlq_retry_many(
+        self, ids: list[str] | None, page: DlqPage, overrides: PublishRequest | None
+    ) -> JSON:
+        """Retry the listed entries, or one page of those the filter matches.
+
+        Raises:
+            NotFound: a listed id is unknown.
+            BadRequest: a malformed cursor.
+        """
+        with self._lock:
+            after = None
+            if ids is None:
+                entries, after = self._dlq_page(page.filt, page.cursor, page.count)
+                ids = [e.dlq_id for e in entries]
+            return _paged({"responses": self.dlq_retry(ids, overrides)}, after)
 
     # ----- queues, URL groups, keys, events, flow control ------------------------------------
 
@@ -981,10 +1016,16 @@ class Broker:
             return self.keys()
 
     def events(self, filt: Filter, cursor: str | None, count: int) -> JSON:
-        """Event-log entries, newest first, with `cursor` when more remain."""
+        """Event-log entries, newest first, with `cursor` when more remain.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
+        if cursor and not cursor.isdigit():
+            raise BadRequest(f"invalid cursor {cursor!r}")
         with self._lock:
             limit = max(1, min(count, 1000))
-            before = int(cursor) if cursor and cursor.isdigit() else None
+            before = int(cursor) if cursor else None
             page: list[JSON] = []
             more = False
             for entry in reversed(self._events):
@@ -1113,3 +1154,22 @@ def _dlq_order(dlq_id: str) -> tuple[int, int]:
         return int(head), int(tail or 0)
     except ValueError:
         return 0, 0
+
+
+def _dlq_cursor(cursor: str) -> tuple[int, int]:
+    """The position a DLQ cursor (a `<ms>-<seq>` id) stands for.
+
+    Raises:
+        BadRequest: not such an id.
+    """
+    head, sep, tail = cursor.partition("-")
+    if not (head.isdigit() and sep and tail.isdigit()):
+        raise BadRequest(f"invalid cursor {cursor!r}")
+    return int(head), int(tail)
+
+
+def _paged(out: JSON, cursor: str | None) -> JSON:
+    """A response with `cursor` set only when more remain (never `""`, reference §0)."""
+    if cursor is not None:
+        out["cursor"] = cursor
+    return out

@@ -70,6 +70,15 @@ class Filter:
         return self.to_ms is None or created <= self.to_ms
 
 
+@dataclass(frozen=True)
+class DlqPage:
+    """Which DLQ entries a bulk delete or retry takes: `count` of those `filt` matches."""
+
+    filt: Filter
+    cursor: str | None = None
+    count: int = 100
+
+
 def parse(params: Params, accepts: Accepts) -> Filter:
     """The filter that `params` (query keys and JSON body keys) ask `accepts.endpoint` for.
 
