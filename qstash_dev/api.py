@@ -146,8 +146,9 @@ def cancel_messages(broker: Broker, call: Call, m: re.Match[str]) -> Response:
     """DELETE /v2/messages: ids or filters from a JSON body or the query."""
     params = _params(call)
     ids = _split(params.pop("messageIds", None))
+    count = _given_count(params, maximum=500)  # none given: every match (the API docs)
     filt = filters.parse(params, filters.MESSAGES)
-    return _json({"cancelled": broker.cancel_many(ids, filt)})
+    return _json({"cancelled": broker.cancel_many(ids, filt, count)})
 
 
 def _params(call: Call) -> Params:
@@ -249,6 +250,16 @@ def _dlq_bulk(call: Call) -> tuple[list[str] | None, filters.DlqPage]:
 
 
 def _count(params: Params, default: int, maximum: int, *, clamp: bool = False) -> int:
+    """Pop `count` (see `_given_count`), or `default` when absent.
+
+    Raises:
+        BadRequest: a bad count.
+    """
+    count = _given_count(params, maximum, clamp=clamp)
+    return default if count is None else count
+
+
+def _given_count(params: Params, maximum: int, *, clamp: bool = False) -> int | None:
     """Pop `count`: a whole number from 1 to `maximum` (lists clamp larger ones to it).
 
     Raises:
@@ -256,7 +267,7 @@ def _count(params: Params, default: int, maximum: int, *, clamp: bool = False) -
     """
     raw = params.pop("count", None)
     if not raw:
-        return default
+        return None
     text = raw[0].strip()
     if len(raw) != 1 or not text.isdigit() or int(text) < 1:
         raise BadRequest(f"count must be a whole number from 1 to {maximum}, got {raw}")

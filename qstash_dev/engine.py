@@ -640,14 +640,16 @@ class Broker:
             attempts = self._cancel(msg)
         self._sender.submit(attempts)
 
-    def cancel_many(self, ids: list[str] | None, filt: Filter) -> int:
-        """Cancel the listed messages, or every pending one that `filt` matches."""
+    def cancel_many(self, ids: list[str] | None, filt: Filter, count: int | None = None) -> int:
+        """Cancel the listed messages, or the pending ones `filt` matches (the oldest `count`)."""
         with self._lock:
             if ids is not None:  # an explicit, even empty, id list never means "everything"
                 targets = [self._messages[i] for i in ids if i in self._messages]
+                targets = [m for m in targets if m.state not in FINAL_STATES]
             else:
-                targets = [m for m in self._messages.values() if filt.matches(message_to_api(m))]
-            targets = [m for m in targets if m.state not in FINAL_STATES]
+                pending = [m for m in self._messages.values() if m.state not in FINAL_STATES]
+                targets = [m for m in pending if filt.matches(message_to_api(m))]
+                targets = sorted(targets, key=lambda m: m.created_ms)[:count]
             attempts: list[Attempt] = []
             for msg in targets:
                 attempts.extend(self._cancel(msg))
