@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from qstash_dev.errors import BadRequest
 
@@ -37,18 +38,34 @@ _STATES = {
 }
 
 
+_DESTINATION = frozenset({"host", "path"})
+# qstash-js documents host/path as taken by message cancel and the logs, and refused by the DLQ.
+_NO_DESTINATION = "host and path filters are taken by message cancel and the logs, not the DLQ"
+
+
 @dataclass(frozen=True)
 class Accepts:
     """The filter keys one endpoint takes (its control keys, like `count`, are popped first)."""
 
     endpoint: str
     keys: frozenset[str]
+    refused: Mapping[str, str] = field(default_factory=dict)  # known elsewhere: key -> why not
 
 
-MESSAGES = Accepts("DELETE /v2/messages", _SHARED | _DATES | {"callerIP"})
-DLQ_LIST = Accepts("GET /v2/dlq", _SHARED | _DATES | {"messageId", "responseStatus", "dlqIds"})
-DLQ_BULK = Accepts("/v2/dlq", _SHARED | _DATES | {"messageId", "responseStatus"})
-EVENTS = Accepts("GET /v2/events", _SHARED | _DATES | {"messageId", "messageIds", "state"})
+MESSAGES = Accepts("DELETE /v2/messages", _SHARED | _DATES | _DESTINATION | {"callerIP"})
+DLQ_LIST = Accepts(
+    "GET /v2/dlq",
+    _SHARED | _DATES | {"messageId", "responseStatus", "dlqIds"},
+    dict.fromkeys(_DESTINATION, _NO_DESTINATION),
+)
+DLQ_BULK = Accepts(
+    "/v2/dlq",
+    _SHARED | _DATES | {"messageId", "responseStatus"},
+    dict.fromkeys(_DESTINATION, _NO_DESTINATION),
+)
+EVENTS = Accepts(
+    "GET /v2/events", _SHARED | _DATES | _DESTINATION | {"messageId", "messageIds", "state"}
+)
 
 
 @dataclass(frozen=True)
@@ -88,9 +105,7 @@ def parse(params: Params, accepts: Accepts) -> Filter:
     wanted: dict[str, frozenset[str]] = {}
     dates: dict[str, int] = {}
     for key, raw in params.items():
-        if key not in accepts.keys:
-            known = ", ".join(sorted(accepts.keys))
-            raise BadRequest(f"unknown filter {key!r} on {accepts.endpoint} (known: {known})")
+        _check_key(key, accepts)
         values = _candidates(key, raw)
         if key in _DATES:
             if len(raw) != 1:
@@ -100,6 +115,20 @@ def parse(params: Params, accepts: Accepts) -> Filter:
         name = _FIELD.get(key, key)
         wanted[name] = wanted.get(name, frozenset()) | _expand(key, values)
     return Filter(wanted, dates.get("fromDate"), dates.get("toDate"))
+
+
+def _check_key(key: str, accepts: Accepts) -> None:
+    """Refuse a key the endpoint does not take, saying why when it is known elsewhere.
+
+    Raises:
+        BadRequest: the endpoint does not take `key`.
+    """
+    if key in accepts.refused:
+        why = accepts.refused[key]
+        raise BadRequest(f"filter {key!r} is not supported on {accepts.endpoint}: {why}")
+    if key not in accepts.keys:
+        known = ", ".join(sorted(accepts.keys))
+        raise BadRequest(f"unknown filter {key!r} on {accepts.endpoint} (known: {known})")
 
 
 def _candidates(key: str, raw: list[str]) -> set[str]:
@@ -119,11 +148,13 @@ def _candidates(key: str, raw: list[str]) -> set[str]:
 
 
 def _expand(key: str, values: Iterable[str]) -> frozenset[str]:
-    """State aliases to the states the log records.
+    """Values as the records hold them: state aliases to logged states, hosts in lower case.
 
     Raises:
         BadRequest: an unknown state.
     """
+    if key == "host":  # host names are case-insensitive
+        return frozenset(v.lower() for v in values)
     if key != "state":
         return frozenset(values)
     out: set[str] = set()
@@ -139,6 +170,11 @@ def _values(record: Mapping[str, Any], key: str) -> set[str]:
     if key == "label":
         labels = record.get("labels") or [record.get("label")]
         return {str(label) for label in labels if label is not None}
+    if key in _DESTINATION:
+        parts = urlsplit(str(record.get("url") or ""))
+        if key == "path":
+            return {parts.path or "/"}
+        return {parts.netloc.lower(), parts.hostname or ""}  # with or without the port
     if key == "callerIp":
         value = record.get("callerIp", record.get("callerIP"))
     else:

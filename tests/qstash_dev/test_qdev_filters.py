@@ -44,6 +44,24 @@ def test_a_filter_ands_keys_and_ors_values(params, record, matches):
     assert filters.parse(params, filters.MESSAGES).matches(record) is matches
 
 
+@pytest.mark.parametrize(
+    ("params", "url", "matches"),
+    [
+        ({"host": ["Example.com"]}, "https://example.com/a", True),
+        ({"host": ["127.0.0.1"]}, "http://127.0.0.1:8123/a", True),
+        ({"host": ["127.0.0.1:8123"]}, "http://127.0.0.1:8123/a", True),
+        ({"host": ["127.0.0.1:9"]}, "http://127.0.0.1:8123/a", False),
+        ({"host": ["example.org"]}, "https://example.com/a", False),
+        ({"path": ["/a"]}, "https://example.com/a?x=1", True),
+        ({"path": ["/a"]}, "https://example.com/a/b", False),
+        ({"path": ["/"]}, "https://example.com", True),
+        ({"path": ["/b", "/a"]}, "https://example.com/a", True),
+    ],
+)
+def test_host_and_path_match_the_destination_url(params, url, matches):
+    assert filters.parse(params, filters.EVENTS).matches({"url": url}) is matches
+
+
 def test_state_aliases_expand_to_logged_states():
     filt = filters.parse({"state": ["IN_PROGRESS,CANCELLED"]}, filters.EVENTS)
     assert filt.wanted["state"] == {"ACTIVE", "RETRY", "ERROR", "CANCELED"}
@@ -59,6 +77,8 @@ def test_state_aliases_expand_to_logged_states():
         ({"responseStatus": ["five"]}, filters.DLQ_BULK, "responseStatus"),
         ({"fromDate": ["1", "2"]}, filters.EVENTS, "fromDate"),
         ({"state": ["DONE"]}, filters.EVENTS, "DONE"),
+        ({"host": ["example.com"]}, filters.DLQ_BULK, "not supported"),
+        ({"path": ["/a"]}, filters.DLQ_LIST, "not supported"),
     ],
 )
 def test_unknown_empty_or_malformed_filters_are_refused(params, accepts, named):
@@ -107,3 +127,29 @@ def test_the_dlq_is_filtered_by_any_of_a_messages_labels(client, srv, receiver):
     _dead_letter(client, srv, receiver, "/other", 1, label="third")
     listed = client.dlq.list(filter={"label": "second"}).messages
     assert [m.url for m in listed] == [receiver.url("/two")]
+
+
+def test_cancel_by_path_and_host_touches_only_matching_messages(client, srv, receiver):
+    port = receiver.base_url.rsplit(":", 1)[1]
+    for url in (receiver.url("/a"), receiver.url("/b"), f"http://localhost:{port}/a"):
+        client.message.publish_json(url=url, body={}, delay=300)
+    auth = _auth(srv)
+    by_host = httpx.delete(f"{srv.url}/v2/messages", params={"host": "localhost"}, headers=auth)
+    assert by_host.json() == {"cancelled": 1}
+    by_path = httpx.delete(f"{srv.url}/v2/messages", params={"path": "/a"}, headers=auth)
+    assert by_path.json() == {"cancelled": 1}
+    assert srv.broker.pending_count() == 1
+
+
+def test_events_are_filtered_by_host_and_path(client, srv, receiver):
+    client.message.publish_json(url=receiver.url("/p1"), body={}, delay=300)
+    client.message.publish_json(url=receiver.url("/p2"), body={}, delay=300)
+    params = {"path": "/p2", "host": "127.0.0.1"}
+    events = httpx.get(f"{srv.url}/v2/events", params=params, headers=_auth(srv)).json()
+    assert {e["url"] for e in events["events"]} == {receiver.url("/p2")}
+
+
+def test_the_dlq_refuses_host_and_path(srv):
+    res = httpx.delete(f"{srv.url}/v2/dlq", params={"path": "/a"}, headers=_auth(srv))
+    assert res.status_code == 400
+    assert "'path' is not supported" in res.json()["error"]
