@@ -803,7 +803,7 @@ class Broker:
         matched = [
             e for e in entries if _dlq_order(e.dlq_id) > start and filt.matches(dlq_to_api(e))
         ]
-        page = matched[:count]
+        page = matched[: max(1, count)]
         return page, page[-1].dlq_id if len(matched) > len(page) else None
 
     def dlq_get(self, dlq_id: str) -> JSON:

@@ -108,9 +108,9 @@ def parse(params: Params, accepts: Accepts) -> Filter:
         _check_key(key, accepts)
         values = _candidates(key, raw)
         if key in _DATES:
-            if len(raw) != 1:
+            if len(values) != 1:
                 raise BadRequest(f"filter {key!r} takes one value (unix milliseconds)")
-            dates[key] = int(raw[0])
+            dates[key] = int(values.pop())
             continue
         name = _FIELD.get(key, key)
         wanted[name] = wanted.get(name, frozenset()) | _expand(key, values)

@@ -76,6 +76,7 @@ def test_state_aliases_expand_to_logged_states():
         ({"label": [""]}, filters.DLQ_LIST, "label"),
         ({"responseStatus": ["five"]}, filters.DLQ_BULK, "responseStatus"),
         ({"fromDate": ["1", "2"]}, filters.EVENTS, "fromDate"),
+        ({"toDate": ["1,2"]}, filters.DLQ_BULK, "toDate"),
         ({"state": ["DONE"]}, filters.EVENTS, "DONE"),
         ({"host": ["example.com"]}, filters.DLQ_BULK, "not supported"),
         ({"path": ["/a"]}, filters.DLQ_LIST, "not supported"),
