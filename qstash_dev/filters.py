@@ -36,8 +36,6 @@ _STATES = {
     "CANCELLED": ("CANCELED",),  # the docs' spelling; the log itself says CANCELED
     "IN_PROGRESS": ("ACTIVE", "RETRY", "ERROR"),
 }
-
-
 _DESTINATION = frozenset({"host", "path"})
 # qstash-js documents host/path as taken by message cancel and the logs, and refused by the DLQ.
 _NO_DESTINATION = "host and path filters are taken by message cancel and the logs, not the DLQ"
@@ -174,7 +172,8 @@ def _values(record: Mapping[str, Any], key: str) -> set[str]:
         parts = urlsplit(str(record.get("url") or ""))
         if key == "path":
             return {parts.path or "/"}
-        return {parts.netloc.lower(), parts.hostname or ""}  # with or without the port
+        host_port = parts.netloc.rpartition("@")[2].lower()  # no user:password@
+        return {host_port, parts.hostname or ""}  # with or without the port
     if key == "callerIp":
         value = record.get("callerIp", record.get("callerIP"))
     else:

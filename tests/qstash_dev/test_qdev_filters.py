@@ -51,6 +51,7 @@ def test_a_filter_ands_keys_and_ors_values(params, record, matches):
         ({"host": ["127.0.0.1"]}, "http://127.0.0.1:8123/a", True),
         ({"host": ["127.0.0.1:8123"]}, "http://127.0.0.1:8123/a", True),
         ({"host": ["127.0.0.1:9"]}, "http://127.0.0.1:8123/a", False),
+        ({"host": ["h:1"]}, "http://u:p@h:1/a", True),
         ({"host": ["example.org"]}, "https://example.com/a", False),
         ({"path": ["/a"]}, "https://example.com/a?x=1", True),
         ({"path": ["/a"]}, "https://example.com/a/b", False),
