@@ -12,22 +12,13 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import (
-    comparison,
-    db,
-    dbschema,
-    delivery,
-    errors,
-    execution,
-    gateway,
-    parity_cli,
-    periodic,
-    qstash_cli,
-    sessions,
-    shim,
-)
-from flask_app.blueprints import admin, api, callbacks
+from flask_app import db, dbschema, periodic, shim
+from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
+from flask_app.core import execution, sessions
+from flask_app.observe import comparison, parity_cli
+from flask_app.qstash import cli as qstash_cli
+from flask_app.qstash import delivery, gateway, webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,8 +42,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     gateway.init_app(app)
     execution.init_app(app)
     delivery.init_app(app)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(callbacks.bp)
+    app.register_blueprint(views.bp)
+    app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)
     comparison.init_app(app)
     parity_cli.init_app(app)

@@ -41,7 +41,7 @@ class Defaults:
     AIMHARDER_BASE_URL: str | None = None
     AIMHARDER_TIMEOUT_S = 8.0
     # Prepare each booking request ahead and write it at its instant from one thread per
-    # process (flask_app/firing.py); false: every delivery thread books through httpx itself.
+    # process (flask_app/aimharder/firing.py); false: every delivery thread books through httpx.
     AIMHARDER_FIRING_LINE = True
     TASK_IMPORTS = ""
     CLAIM_LEASE_SECONDS = 60

@@ -12,11 +12,11 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
-from flask_app import delivery
+from flask_app.core.execution import get_executor
+from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
-from flask_app.execution import get_executor
 from flask_app.models import Prebooking
-from flask_app.prebooking import PrebookingStatus
+from flask_app.qstash import delivery
 from flask_app.shim import shared_task
 from flask_app.shim.flask import get_celery
 from flask_app.shim.schedules import crontab

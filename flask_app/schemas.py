@@ -17,7 +17,7 @@ from pydantic import (
     field_validator,
 )
 
-from flask_app.prebooking import PrebookingStatus
+from flask_app.core.prebooking import PrebookingStatus
 
 _BOX = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"  # an AimHarder box subdomain
 _CLASS_ID = r"^[A-Za-z0-9_-]{1,64}$"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask_app.aimharder import BookingOutcome
-from flask_app.execution import Action, Attempt, get_executor
+from flask_app.aimharder.client import BookingOutcome
+from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.shim import shared_task
 
 

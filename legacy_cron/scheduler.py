@@ -23,11 +23,11 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from flask_app import delivery
+from flask_app.core.execution import Action, Attempt, get_executor
+from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
-from flask_app.execution import Action, Attempt, get_executor
 from flask_app.models import Prebooking
-from flask_app.prebooking import PrebookingStatus
+from flask_app.qstash import delivery
 from flask_app.tasks import run_arrival
 
 log = logging.getLogger(__name__)

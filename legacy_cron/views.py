@@ -6,8 +6,8 @@ import logging
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
 
-from flask_app.auth import require_bearer
-from flask_app.errors import error
+from flask_app.api.auth import require_bearer
+from flask_app.api.errors import error
 from legacy_cron.scheduler import TickUnavailable, run_tick
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
-from flask_app import delivery, gateway
 from flask_app.db import get_db
+from flask_app.qstash import delivery, gateway
 from migration.backfill import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_NOTICE,

@@ -19,10 +19,10 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from flask_app.delivery import DLQ_MARK, crowd_ranks
-from flask_app.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.models import Prebooking
-from flask_app.scheduling import PublishPolicy, Skip, plan_row
+from flask_app.qstash.delivery import DLQ_MARK, crowd_ranks
+from flask_app.qstash.gateway import Message, Published, QStashError, QStashRejected
+from flask_app.qstash.planning import PublishPolicy, Skip, plan_row
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ MAX_CONSECUTIVE_FAILURES = 3
 
 
 class BatchGateway(Protocol):
-    """The part of flask_app.gateway.Gateway the backfill uses (tests pass wrappers)."""
+    """The part of flask_app.qstash.gateway.Gateway the backfill uses (tests pass wrappers)."""
 
     def batch(self, msgs: Sequence[Message]) -> list[Published]: ...
 

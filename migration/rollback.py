@@ -15,8 +15,8 @@ from typing import Protocol
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from flask_app.gateway import QStashError
 from flask_app.models import Prebooking
+from flask_app.qstash.gateway import QStashError
 from migration.backfill import MAX_CONSECUTIVE_FAILURES, PENDING, NoProgress, Progress, chunks
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ DEFAULT_CHUNK_SIZE = 500
 
 
 class CancelGateway(Protocol):
-    """The part of flask_app.gateway.Gateway that rollback uses."""
+    """The part of flask_app.qstash.gateway.Gateway that rollback uses."""
 
     def cancel_many(self, message_ids: Sequence[str]) -> int: ...
 

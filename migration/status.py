@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, not_, select
 from sqlalchemy.orm import Session
 
-from flask_app.delivery import DLQ_MARK
 from flask_app.models import Prebooking
-from flask_app.scheduling import PublishPolicy
+from flask_app.qstash.delivery import DLQ_MARK
+from flask_app.qstash.planning import PublishPolicy
 from migration.backfill import PENDING, plan_backfill, unpublished_pages
 
 

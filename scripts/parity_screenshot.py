@@ -45,7 +45,7 @@ def main(target: Path) -> None:
                 "CLOCK": clock,
             }
         )
-        logging.getLogger("flask_app.comparison").setLevel(logging.WARNING)
+        logging.getLogger("flask_app.observe.comparison").setLevel(logging.WARNING)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         simulate(app, clock, client, end=END, count=240, seed=7)
         target.parent.mkdir(parents=True, exist_ok=True)

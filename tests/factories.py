@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from flask_app import sessions
+from flask_app.core import sessions
 from flask_app.models import Prebooking
 
 

@@ -1,4 +1,4 @@
-"""A Gateway double with the same methods as flask_app.gateway.Gateway (nothing patched)."""
+"""A Gateway double with the same methods as flask_app.qstash.gateway.Gateway (nothing patched)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask_app.gateway import Message, Published, QStashUnavailable
+from flask_app.qstash.gateway import Message, Published, QStashUnavailable
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask_app.aimharder import BookingOutcome, BookingResult
+from flask_app.aimharder.client import BookingOutcome, BookingResult
 
 BOOKED = BookingOutcome.BOOKED
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask_app.aimharder import BookingOutcome
-from flask_app.execution import Action, get_executor
+from flask_app.aimharder.client import BookingOutcome
+from flask_app.core.execution import Action, get_executor
 from tests.factories import booking_data, make_prebooking, store_session
 from tests.fakes import FakeBookingClient, FakeClock, result
 

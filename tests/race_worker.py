@@ -10,7 +10,7 @@ from typing import Any
 def race(db_url: str, fernet_key: str, ids: list[str], threads: int, seed: int) -> list[str]:
     """Claim-and-book every id from `threads` threads; returns the ids this process booked."""
     from flask_app import create_app
-    from flask_app.execution import Action, get_executor
+    from flask_app.core.execution import Action, get_executor
     from tests.fakes import FakeBookingClient
 
     client = FakeBookingClient()

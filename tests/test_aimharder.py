@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from aimharder_sandbox.testing import Sandbox, run_sandbox
-from flask_app.aimharder import (
+from flask_app.aimharder.client import (
     AimHarderClient,
     BookingOutcome,
     BookingResult,

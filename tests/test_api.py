@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app import sessions
+from flask_app.core import sessions
 from flask_app.models import UserSession
 from tests.conftest import API_TOKEN
 

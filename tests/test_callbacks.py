@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app import events
-from flask_app.aimharder import BookingOutcome
+from flask_app.aimharder.client import BookingOutcome
 from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY as CURRENT
 from flask_app.config import DEV_QSTASH_NEXT_SIGNING_KEY as NEXT
+from flask_app.core import events
 from qstash_dev.signing import sign
 from tests.factories import make_prebooking, reload, store_session
 from tests.fake_gateway import FakeGateway
@@ -152,7 +152,7 @@ def test_same_message_delivered_twice_books_once(client, due, booking_client):
 
 
 def test_prebooking_executed_by_cron_first_is_not_booked_again(app, client, due, booking_client):
-    from flask_app.execution import get_executor
+    from flask_app.core.execution import get_executor
 
     get_executor(app).attempt(due.id, path="cron")
     resp = deliver(client, body_for(due))

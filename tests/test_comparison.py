@@ -8,11 +8,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from flask_app import create_app, metrics
-from flask_app.aimharder import BookingOutcome
-from flask_app.comparison import on_attempt_finished
-from flask_app.execution import Action, Attempt, get_executor
+from flask_app import create_app
+from flask_app.aimharder.client import BookingOutcome
+from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.models import Arrival
+from flask_app.observe import metrics
+from flask_app.observe.comparison import on_attempt_finished
 from tests.factories import make_prebooking, store_session
 from tests.fakes import FakeClock, result
 
@@ -90,7 +91,7 @@ def test_released_and_shadow_arrivals_are_stored_too(app, session, due, clock, b
 
 
 def test_unknown_prebooking_is_logged_and_counted_but_not_stored(app, session, caplog):
-    caplog.set_level(logging.INFO, logger="flask_app.comparison")
+    caplog.set_level(logging.INFO, logger="flask_app.observe.comparison")
     get_executor(app).attempt("no-such-id", path="qstash", message_id="msg_x")
     assert arrivals(session) == []
     assert (
@@ -104,9 +105,9 @@ def test_unknown_prebooking_is_logged_and_counted_but_not_stored(app, session, c
 
 
 def test_one_structured_log_line_per_arrival(app, session, due, clock, caplog):
-    caplog.set_level(logging.INFO, logger="flask_app.comparison")
+    caplog.set_level(logging.INFO, logger="flask_app.observe.comparison")
     race(app, clock, due.id)
-    lines = [r.getMessage() for r in caplog.records if r.name == "flask_app.comparison"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "flask_app.observe.comparison"]
     assert lines == [
         f"arrival prebooking_id={due.id} path=qstash lateness_ms=-2000.0 won=true "
         "action=executed outcome=booked fire_lateness_ms=0.0 booking_latency_ms=5.0 "

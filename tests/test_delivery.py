@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app import delivery
-from flask_app.execution import Action, get_executor
-from flask_app.scheduling import is_in_rollout
+from flask_app.core.execution import Action, get_executor
+from flask_app.qstash import delivery
+from flask_app.qstash.planning import is_in_rollout
 from tests.factories import booking_data, make_prebooking, reload, store_session
 from tests.fake_gateway import DlqEntry, FakeGateway
 

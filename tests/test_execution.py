@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app import events
-from flask_app.aimharder import BookingOutcome
-from flask_app.execution import Action, claim, get_executor
+from flask_app.aimharder.client import BookingOutcome
+from flask_app.core import events
+from flask_app.core.execution import Action, claim, get_executor
 from flask_app.models import Prebooking
 from tests.factories import make_prebooking, reload, store_session
 from tests.fakes import FakeClock, result

@@ -22,9 +22,14 @@ from cryptography.x509.oid import NameOID
 
 from aimharder_sandbox.server import make_server
 from aimharder_sandbox.testing import Sandbox, run_sandbox
-from flask_app.aimharder import AimHarderClient, BookingOutcome, BookingResult, PreparedBooking
-from flask_app.execution import Executor
-from flask_app.firing import FiringLine
+from flask_app.aimharder.client import (
+    AimHarderClient,
+    BookingOutcome,
+    BookingResult,
+    PreparedBooking,
+)
+from flask_app.aimharder.firing import FiringLine
+from flask_app.core.execution import Executor
 from flask_app.timing import SystemClock
 from tests.fakes import FakeBookingClient, FakeClock
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app.parity import (
+from flask_app.observe.parity import (
     LATENESS_EDGES_MS,
     ArrivalRecord,
     PrebookingInfo,
@@ -17,7 +17,7 @@ from flask_app.parity import (
     parse_since,
     percentiles,
 )
-from flask_app.parity_render import to_data, to_html, to_markdown
+from flask_app.observe.parity_render import to_data, to_html, to_markdown
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 SINCE = NOW - timedelta(hours=24)

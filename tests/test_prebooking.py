@@ -1,6 +1,12 @@
 import pytest
 
-from flask_app.prebooking import Event, IllegalTransition, PrebookingStatus, is_terminal, transition
+from flask_app.core.prebooking import (
+    Event,
+    IllegalTransition,
+    PrebookingStatus,
+    is_terminal,
+    transition,
+)
 
 P, L, C, F, X = (
     PrebookingStatus.PENDING,

@@ -6,7 +6,7 @@ import pytest
 
 from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY as CURRENT
 from flask_app.config import DEV_QSTASH_NEXT_SIGNING_KEY as NEXT
-from flask_app.signature import InvalidSignature, verify
+from flask_app.qstash.signature import InvalidSignature, verify
 from qstash_dev.signing import sign
 
 URL = "https://prebook.example.com/api/qstash/prebooking-execute"

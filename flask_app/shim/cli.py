@@ -6,7 +6,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from flask_app.gateway import QStashError, get_gateway
+from flask_app.qstash.gateway import QStashError, get_gateway
 from flask_app.shim import beat, delivery
 from flask_app.shim.exceptions import UnsupportedOption
 from flask_app.shim.flask import get_celery

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from flask import Flask
 
-from flask_app.gateway import Message, QStashError, get_gateway
+from flask_app.qstash.gateway import Message, QStashError, get_gateway
 from flask_app.shim import backend, serialization, signals, states
 from flask_app.shim.app import Celery, flask_app_for
 from flask_app.shim.exceptions import (

@@ -21,9 +21,8 @@ _FLASK_KEYS = {
 
 def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
     """Bind the (current) shim app to flask_app and import TASK_IMPORTS; returns the shim app."""
-    from flask_app import gateway
-    from flask_app.blueprints import task_callbacks
-    from flask_app.shim import _state
+    from flask_app.qstash import gateway
+    from flask_app.shim import _state, webhook
     from flask_app.shim.app import DEFAULTS
     from flask_app.shim.cli import tasks_cli
 
@@ -47,7 +46,7 @@ def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
     )
     celery.import_task_modules()
     if "task_callbacks" not in flask_app.blueprints:
-        flask_app.register_blueprint(task_callbacks.bp)
+        flask_app.register_blueprint(webhook.bp)
     if "tasks" not in flask_app.cli.commands:
         flask_app.cli.add_command(tasks_cli)
     return celery

@@ -197,7 +197,7 @@ class AsyncResult:
         Raises:
             UnsupportedOption: terminate=True (a running HTTP delivery cannot be stopped).
         """
-        from flask_app.gateway import QStashError, get_gateway
+        from flask_app.qstash.gateway import QStashError, get_gateway
 
         if terminate:
             raise UnsupportedOption("revoke(terminate=True): a running delivery can't be stopped")

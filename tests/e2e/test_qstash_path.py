@@ -7,7 +7,7 @@ import pytest
 import qstash
 from qstash.errors import QStashError
 
-from flask_app.execution import get_executor
+from flask_app.core.execution import get_executor
 from flask_app.models import Prebooking
 from tests.conftest import API_TOKEN
 from tests.e2e.conftest import closed_port
@@ -100,7 +100,7 @@ def test_duplicate_deliveries_of_one_prebooking_book_once(live_app, qstash_serve
 
 def test_qstash_unreachable_at_create_still_saves_and_the_cron_path_books_it(live_app, sandbox):
     live_app.config["QSTASH_URL"] = f"http://127.0.0.1:{closed_port()}"
-    from flask_app import gateway
+    from flask_app.qstash import gateway
 
     gateway.init_app(live_app)  # a Gateway pointed at the closed port
     client = live_app.test_client()
@@ -123,7 +123,7 @@ def test_beyond_max_delay_is_published_by_the_relay_when_in_range(live_app, qsta
     assert created["qstash_message_id"] is None
     runner = live_app.test_cli_runner()
     assert '"published": 0' in runner.invoke(args=["qstash", "relay"]).output
-    from flask_app import delivery
+    from flask_app.qstash import delivery
 
     with live_app.app_context(), live_app.extensions["db"].session() as session:
         report = delivery.relay(session, opens - timedelta(seconds=8))
@@ -181,7 +181,7 @@ class TestKeyRotation:
 def test_shadow_deliveries_are_verified_and_recorded_and_book_nothing(
     live_app, qstash_server, sandbox
 ):
-    from flask_app import events
+    from flask_app.core import events
 
     live_app.config.update(QSTASH_ENABLED=False, QSTASH_SHADOW=True)
     client = live_app.test_client()

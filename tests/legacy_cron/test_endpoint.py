@@ -8,7 +8,7 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from flask_app import create_app
-from flask_app.execution import claim
+from flask_app.core.execution import claim
 from flask_app.models import Prebooking
 from legacy_cron.scheduler import run_tick
 from tests.conftest import CRON_SECRET
@@ -136,7 +136,7 @@ def test_disabled_flag_answers_200_and_books_nothing(client, session, booking_cl
 
 
 def test_business_failures_are_counted_but_still_200(client, session, booking_client):
-    from flask_app.aimharder import BookingOutcome
+    from flask_app.aimharder.client import BookingOutcome
     from tests.fakes import result
 
     add(session, 2)

@@ -4,8 +4,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app.aimharder import BookingOutcome
-from flask_app.execution import Action, Attempt
+from flask_app.aimharder.client import BookingOutcome
+from flask_app.core.execution import Action, Attempt
 from legacy_cron.scheduler import (
     Candidate,
     Launch,

@@ -60,7 +60,7 @@ def tick_that_dies(db_url: str, fernet_key: str, sandbox_url: str, hang_before_s
     hang_before_send: an Event to set when hanging before the request (None: the real client,
     with the sandbox told to hold its answer after booking).
     """
-    from flask_app.aimharder import AimHarderClient
+    from flask_app.aimharder.client import AimHarderClient
     from legacy_cron.scheduler import run_tick
 
     if hang_before_send is None:

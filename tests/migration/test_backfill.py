@@ -12,8 +12,9 @@ import pytest
 from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
-from flask_app.delivery import policy_from
-from flask_app.gateway import (
+from flask_app.models import Prebooking
+from flask_app.qstash.delivery import policy_from
+from flask_app.qstash.gateway import (
     Gateway,
     Message,
     Published,
@@ -21,7 +22,6 @@ from flask_app.gateway import (
     QStashUnavailable,
     get_gateway,
 )
-from flask_app.models import Prebooking
 from migration.backfill import (
     PendingRow,
     Summary,

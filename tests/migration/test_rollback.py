@@ -9,7 +9,7 @@ import pytest
 from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
-from flask_app.gateway import QStashUnavailable, get_gateway
+from flask_app.qstash.gateway import QStashUnavailable, get_gateway
 from migration.rollback import run_rollback
 from tests.migration.conftest import rows_by_id, seed
 

@@ -27,7 +27,7 @@ from sqlalchemy import create_engine, func, select
 
 from aimharder_sandbox.testing import Sandbox, run_sandbox
 from flask_app.models import Prebooking
-from flask_app.scheduling import is_in_rollout
+from flask_app.qstash.planning import is_in_rollout
 from qstash_dev.testing import RunningServer, run_server
 from tests.conftest import API_TOKEN, CRON_SECRET
 from tests.reliability.stack import (

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flask_app.scheduling import EXECUTE_PATH
+from flask_app.qstash.planning import EXECUTE_PATH
 from qstash_dev import signing
 from tests.conftest import CRON_SECRET
 from tests.reliability.stack import CRON_URL

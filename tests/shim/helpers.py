@@ -13,7 +13,7 @@ from typing import Any
 import jwt
 
 from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY
-from flask_app.gateway import Message, Published
+from flask_app.qstash.gateway import Message, Published
 
 _ids = itertools.count(1)
 
@@ -28,7 +28,7 @@ class FakeSchedule:
 
 @dataclass
 class FakeGateway:
-    """Records what would be published; same methods as flask_app.gateway.Gateway."""
+    """Records what would be published; same methods as flask_app.qstash.gateway.Gateway."""
 
     published: list[tuple[str, Message]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)

@@ -346,7 +346,7 @@ def test_apply_async_refuses_options_it_cannot_honour(app, gateway, option):
 
 
 def test_qstash_failures_surface_as_operational_error(app, gateway):
-    from flask_app.gateway import QStashUnavailable
+    from flask_app.qstash.gateway import QStashUnavailable
 
     def down(msg):
         raise QStashUnavailable("down")

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app.aimharder import BookingOutcome
+from flask_app.aimharder.client import BookingOutcome
 from flask_app.models import Prebooking
 from flask_app.shim import AsyncResult, states
 from flask_app.tasks import execute_prebooking

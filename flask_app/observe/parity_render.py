@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from flask_app.parity import LATENESS_EDGES_MS, PATHS, ParityReport, PathStats, Percentiles
+from flask_app.observe.parity import LATENESS_EDGES_MS, PATHS, ParityReport, PathStats, Percentiles
 
 #: Rows of the per-prebooking table in the Markdown and HTML reports (JSON has them all).
 TABLE_ROWS = 50

@@ -21,13 +21,14 @@ from sqlalchemy import and_, func, not_, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from flask_app import events, metrics
+from flask_app.core import events
+from flask_app.core.execution import Action, Attempt, abandon, get_executor
+from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
-from flask_app.execution import Action, Attempt, abandon, get_executor
-from flask_app.gateway import Gateway, Message, QStashError, QStashUnavailable, get_gateway
 from flask_app.models import Prebooking
-from flask_app.prebooking import PrebookingStatus
-from flask_app.scheduling import EXECUTE_PATH, PublishPolicy, Skip, plan_row
+from flask_app.observe import metrics
+from flask_app.qstash.gateway import Gateway, Message, QStashError, QStashUnavailable, get_gateway
+from flask_app.qstash.planning import EXECUTE_PATH, PublishPolicy, Skip, plan_row
 from flask_app.schemas import describe
 from flask_app.tasks import run_arrival
 

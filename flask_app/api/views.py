@@ -7,10 +7,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from flask_app import events, repository, sessions
-from flask_app.auth import require_bearer
+from flask_app.api.auth import require_bearer
+from flask_app.api.errors import error
+from flask_app.core import events, repository, sessions
 from flask_app.db import get_session
-from flask_app.errors import error
 from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.timing import SystemClock
 

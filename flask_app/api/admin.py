@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from flask_app import comparison, metrics, parity, parity_render
-from flask_app.auth import require_bearer
-from flask_app.errors import error
+from flask_app.api.auth import require_bearer
+from flask_app.api.errors import error
+from flask_app.observe import comparison, metrics, parity, parity_render
 
 bp = Blueprint("admin", __name__)
 

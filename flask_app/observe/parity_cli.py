@@ -9,7 +9,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from flask_app import comparison, parity, parity_render
+from flask_app.observe import comparison, parity, parity_render
 
 parity_cli = AppGroup("parity", help="Compare the cron and QStash paths.")
 _RENDERERS = {"md": parity_render.to_markdown, "html": parity_render.to_html}

@@ -17,10 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from flask_app import events, metrics, parity
+from flask_app.core import events
+from flask_app.core.execution import Action, Attempt
 from flask_app.db import get_db
-from flask_app.execution import Action, Attempt
 from flask_app.models import Arrival, Prebooking
+from flask_app.observe import metrics, parity
 from flask_app.shim import signals
 from flask_app.tasks import execute_prebooking
 from flask_app.timing import SystemClock

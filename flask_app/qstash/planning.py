@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from flask_app.gateway import Message
+from flask_app.qstash.gateway import Message
 
 EXECUTE_PATH = "/api/qstash/prebooking-execute"
 

@@ -8,9 +8,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from flask_app import delivery
+from flask_app.core.execution import get_executor
 from flask_app.db import get_db
-from flask_app.execution import get_executor
+from flask_app.qstash import delivery
 
 qstash_cli = AppGroup("qstash", help="QStash path: relay late publishes, reconcile the DLQ.")
 

@@ -7,8 +7,8 @@ wraps one pooled, thread-safe `httpx.Client` shared by every user. Cookies go ou
 
 For firing at an exact instant, `AimHarderClient.prepare` builds a `PreparedBooking` ahead: its
 own open (TLS) connection and the request fully serialised, so the firing line
-(`flask_app.firing`) writes it with one raw `send` at the instant; its answer is classified by
-the same code as `book()`'s.
+(`flask_app.aimharder.firing`) writes it with one raw `send` at the instant; its answer is
+classified by the same code as `book()`'s.
 """
 
 from __future__ import annotations

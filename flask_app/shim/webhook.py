@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_app import metrics
+from flask_app.observe import metrics
+from flask_app.qstash.signature import InvalidSignature, verify
 from flask_app.shim import delivery
 from flask_app.shim.flask import get_celery
-from flask_app.signature import InvalidSignature, verify
 
 bp = Blueprint("task_callbacks", __name__)
 

@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from flask_app.auth import AuthError
+from flask_app.api.auth import AuthError
 from flask_app.schemas import describe
 
 log = logging.getLogger(__name__)

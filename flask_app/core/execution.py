@@ -21,11 +21,11 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from flask_app import events
-from flask_app.aimharder import BookingOutcome, BookingResult, PreparedBooking
-from flask_app.firing import FiringLine
+from flask_app.aimharder.client import BookingOutcome, BookingResult, PreparedBooking
+from flask_app.aimharder.firing import FiringLine
+from flask_app.core import events
+from flask_app.core.prebooking import Event, PrebookingStatus, sources, transition
 from flask_app.models import Prebooking, is_valid_id
-from flask_app.prebooking import Event, PrebookingStatus, sources, transition
 from flask_app.timing import Clock, lateness_ms
 
 log = logging.getLogger(__name__)
@@ -493,13 +493,13 @@ def init_app(app: Any) -> None:
 
     Tests may hand in AIMHARDER_CLIENT and CLOCK through the config.
     """
-    from flask_app import sessions
+    from flask_app.core import sessions
     from flask_app.db import get_db
     from flask_app.timing import SystemClock
 
     client = app.config.get("AIMHARDER_CLIENT")
     if client is None:
-        from flask_app.aimharder import AimHarderClient
+        from flask_app.aimharder.client import AimHarderClient
 
         client = AimHarderClient(
             app.config.get("AIMHARDER_BASE_URL"), timeout=app.config["AIMHARDER_TIMEOUT_S"]

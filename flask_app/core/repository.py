@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from flask_app.core.prebooking import Event, sources, transition
 from flask_app.models import Prebooking, is_valid_id
-from flask_app.prebooking import Event, sources, transition
 from flask_app.schemas import ListQuery, PrebookingCreate
 
 # A window that opened this long ago is a mistake on the caller's side, not a prebooking.

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from flask_app.parity import LATENESS_EDGES_MS
+from flask_app.observe.parity import LATENESS_EDGES_MS
 
 log = logging.getLogger(__name__)
 

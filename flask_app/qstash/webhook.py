@@ -6,10 +6,11 @@ import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from flask_app import delivery, metrics, signature
-from flask_app.errors import error
-from flask_app.execution import get_executor
-from flask_app.scheduling import EXECUTE_PATH
+from flask_app.api.errors import error
+from flask_app.core.execution import get_executor
+from flask_app.observe import metrics
+from flask_app.qstash import delivery, signature
+from flask_app.qstash.planning import EXECUTE_PATH
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Everything that talks to AimHarder: the HTTP client and the firing line."""

@@ -1,0 +1,1 @@
+"""HTTP edges for people and programs: /api, /admin, their auth, schemas and errors."""

@@ -1,1 +1,0 @@
-"""HTTP edges: each module exposes one blueprint named `bp`."""

@@ -1,0 +1,1 @@
+"""Observation: every arrival recorded (comparison), parity between paths, metrics."""

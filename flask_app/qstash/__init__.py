@@ -1,0 +1,1 @@
+"""The QStash path: gateway (official SDK), signature (Receiver), planning, delivery, webhook."""
