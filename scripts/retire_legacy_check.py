@@ -35,6 +35,7 @@ SUITES = (
     "tests/test_integration.py",
     "tests/test_paths.py",
     "tests/migration",
+    "tests/test_schema.py",
     "tests/test_parity.py",
     "tests/test_comparison.py",
     "tests/reliability",

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flask_app.qstash.gateway import Message, Published, QStashUnavailable
+from flask_app.qstash.gateway import Message, Published, QStashRejected, QStashUnavailable
 
 
 @dataclass
@@ -30,6 +30,7 @@ class FakeGateway:
     def __init__(self) -> None:
         self.down = False
         self.broken = False  # raise something that is not a QStash error (a bug)
+        self.reject = False  # QStash answers 4xx
         self.published: list[Message] = []
         self.cancelled: list[str] = []
         self.dlq: list[DlqEntry] = []
@@ -42,6 +43,8 @@ class FakeGateway:
             raise RuntimeError("unexpected failure inside the gateway")
         if self.down:
             raise QStashUnavailable("QStash unreachable: ConnectError: connection refused")
+        if self.reject:
+            raise QStashRejected("QStash refused the request: status: 400, body: bad delay")
 
     def publish(self, msg: Message) -> Published:
         return self.batch([msg])[0]

@@ -221,3 +221,26 @@ def test_schedules_are_created_at_start_by_one_process_and_health_shows_them(
         other.extensions["db"].engine.dispose()
     assert "qstash-schedules" not in ran  # the lease: one instance syncs
     assert ran["qstash-schedules-check"]["all_present"] is True
+
+
+def test_a_publish_qstash_refuses_is_not_retried_for_minutes(app, client, auth, gateway, session):
+    gateway.reject = True
+    resp = create(client, auth, datetime.now(UTC) + timedelta(hours=1))
+    [owed] = entries(session)
+    assert owed.gave_up_at is not None and owed.attempts == 1  # a 4xx will not do better later
+    assert reload(session, resp.json["id"]).qstash_error.startswith("publish: gave up after 1")
+
+
+def test_a_cancel_waits_for_a_publish_still_in_flight(app, client, auth, gateway, session):
+    app.config["OUTBOX_INLINE_S"] = 0.05
+    gateway.hold = threading.Event()
+    resp = create(client, auth, datetime.now(UTC) + timedelta(hours=1))
+    assert client.delete(f"/api/prebookings/{resp.json['id']}", headers=auth).status_code == 200
+    cancel = entries(session)[-1]
+    assert cancel.action == "cancel" and cancel.last_error.endswith("still in flight")
+    gateway.hold.set()
+    for thread in threading.enumerate():
+        if thread.name == "outbox-inline":
+            thread.join()
+    assert drain(app, cancel.due_at)["cancelled"] == 1
+    assert gateway.cancelled == ["msg_fake_1"] and entries(session) == []

@@ -33,7 +33,7 @@ from flask_app.core.execution import get_executor
 from flask_app.db import get_db
 from flask_app.models import OutboxEntry, Prebooking
 from flask_app.observe import metrics
-from flask_app.qstash.gateway import Gateway, QStashError, get_gateway
+from flask_app.qstash.gateway import Gateway, QStashError, QStashRejected, get_gateway
 from flask_app.qstash.publish import is_publishing, plan_rows, send
 
 log = logging.getLogger(__name__)
@@ -114,16 +114,10 @@ def _on_saving(app: Flask, prebooking: Prebooking, session: Session, change: str
     now = get_executor(app).clock.now()
     if change == "created" and is_publishing(app.config):
         enqueue(session, prebooking, OutboxAction.PUBLISH, now)
-    elif change == "cancelled" and (prebooking.qstash_message_id or _owes(session, prebooking)):
+    elif change == "cancelled" and (
+        prebooking.qstash_message_id or _publish_owed(session, prebooking.id)
+    ):
         enqueue(session, prebooking, OutboxAction.CANCEL, now)
-
-
-def _owes(session: Session, prebooking: Prebooking) -> bool:
-    """A publish is still owed (its message may yet appear): the cancel must follow it."""
-    found = session.scalar(
-        select(OutboxEntry.id).where(OutboxEntry.prebooking_id == prebooking.id).limit(1)
-    )
-    return found is not None
 
 
 def _on_committed(app: Flask, prebooking: Prebooking, session: Session, **_: Any) -> None:
@@ -211,9 +205,11 @@ def _publish(
         report.skipped[skip.value] = report.skipped.get(skip.value, 0) + 1
     failed = send(planned, gateway)
     sent = {row.id for row, _ in planned}
+    # QStash refused the request itself (4xx): the same request will not do better later.
+    final = isinstance(failed, QStashRejected)
     for entry in entries:
         if failed and entry.prebooking_id in sent:
-            _retry(entry, str(failed), now, settings, report, rows[entry.prebooking_id])
+            _retry(entry, str(failed), now, settings, report, rows[entry.prebooking_id], final)
         else:
             session.delete(entry)
             report.settled += entry.prebooking_id not in sent
@@ -230,6 +226,9 @@ def _cancel(
 ) -> None:
     row = session.get(Prebooking, entry.prebooking_id)
     message_id = entry.message_id or (row.qstash_message_id if row else None)
+    if message_id is None and _publish_owed(session, entry.prebooking_id):
+        _retry(entry, "cancel: its publish is still in flight", now, settings, report)
+        return
     if message_id is None:  # never published: nothing to cancel
         session.delete(entry)
         report.settled += 1
@@ -246,6 +245,21 @@ def _cancel(
     report.cancelled += 1
 
 
+def _publish_owed(session: Session, prebooking_id: str) -> bool:
+    """A publish of the prebooking is still owed (its message id may yet appear): a cancel
+    must follow it."""
+    found = session.scalar(
+        select(OutboxEntry.id)
+        .where(
+            OutboxEntry.prebooking_id == prebooking_id,
+            OutboxEntry.action == OutboxAction.PUBLISH,
+            OutboxEntry.gave_up_at.is_(None),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
 def _retry(
     entry: OutboxEntry,
     error: str,
@@ -253,10 +267,11 @@ def _retry(
     settings: OutboxSettings,
     report: OutboxReport,
     row: Prebooking | None = None,
+    final: bool = False,
 ) -> None:
     entry.last_error = error[:2000]
     entry.leased_by = entry.lease_expires_at = None
-    if entry.attempts < settings.max_attempts:
+    if entry.attempts < settings.max_attempts and not final:
         entry.due_at = now + settings.backoff(entry.attempts)
         report.retrying += 1
         return
