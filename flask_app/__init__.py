@@ -12,13 +12,13 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import db, dbschema, paths, periodic, shim
+from flask_app import background, db, dbschema, paths, periodic, shim
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 from flask_app.core import dispatch, execution, sessions
 from flask_app.observe import comparison, metrics, parity_cli
 from flask_app.qstash import cli as qstash_cli
-from flask_app.qstash import gateway, publish, webhook
+from flask_app.qstash import dlq, gateway, outbox, webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,11 +38,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     db.init_app(app)
     dbschema.init_app(app)
+    background.init_app(app)
     sessions.init_app(app)
     gateway.init_app(app)
     execution.init_app(app)
     dispatch.init_app(app, telemetry=metrics.DispatchTelemetry(app))
-    publish.init_app(app)
+    outbox.init_app(app)
+    dlq.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)

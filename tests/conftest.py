@@ -18,7 +18,15 @@ from tests.fakes import FakeBookingClient
 
 API_TOKEN = "test-api-token"
 CRON_SECRET = "test-cron-secret"
-TABLES = ("arrivals", "task_results", "user_sessions", "prebookings", "fire_groups")
+TABLES = (
+    "arrivals",
+    "task_results",
+    "user_sessions",
+    "qstash_outbox",
+    "job_leases",
+    "prebookings",
+    "fire_groups",
+)
 
 # The admin connection; each test session creates its own database next to `test` and drops it.
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -12,8 +12,14 @@ _signals = Namespace()
 #: The one signal comparison and metrics listen to, for every path.
 attempt_finished = _signals.signal("attempt-finished")
 
+#: Sent inside the transaction that creates or cancels a prebooking, before its commit.
+#: sender: the Flask app; kwargs: prebooking=Prebooking, session=Session, change="created" |
+#: "cancelled". Receivers add what the change owes to `session` (the QStash outbox) and never
+#: commit: the change and what it owes are written together or not at all.
+prebooking_saving = _signals.signal("prebooking-saving")
+
 #: Sent after a prebooking was created and committed. sender: the Flask app;
-#: kwargs: prebooking=Prebooking, session=Session. The QStash path publishes from here.
+#: kwargs: prebooking=Prebooking, session=Session. The QStash outbox tries its call from here.
 prebooking_created = _signals.signal("prebooking-created")
 
 #: Sent after a prebooking was cancelled and committed (same sender and kwargs).

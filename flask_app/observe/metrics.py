@@ -75,6 +75,10 @@ class Metrics:
             "qstash_webhook_responses", "Responses to QStash deliveries, by HTTP status.",
             ["status"], registry=r,
         )  # fmt: skip
+        self.outbox = Gauge(
+            "qstash_outbox_entries", "QStash calls owed (owed, retrying, gave_up).",
+            ["state"], registry=r, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
         self.publish_errors = Counter(
             "qstash_publish_errors", "Failed publishes to QStash, by kind.",
             ["kind"], registry=r,
@@ -198,3 +202,11 @@ def publish_error(kind: str, app: Flask | None = None) -> None:
     metrics = get_metrics(app)
     if metrics is not None:
         metrics.publish_errors.labels(kind=kind).inc()
+
+
+def outbox_entries(counts: dict[str, int], app: Flask | None = None) -> None:
+    """Set the outbox gauges from its latest counts (the outbox's stats job)."""
+    metrics = get_metrics(app)
+    if metrics is not None:
+        for state, count in counts.items():
+            metrics.outbox.labels(state=state).set(count)

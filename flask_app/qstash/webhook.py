@@ -23,12 +23,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from flask_app import paths
 from flask_app.api.errors import error
+from flask_app.api.schemas import describe
 from flask_app.core.dispatch import Admission, ArmResult, Arrival, get_dispatcher
 from flask_app.core.execution import Attempt, get_executor
 from flask_app.observe import metrics
 from flask_app.qstash import signature
 from flask_app.qstash.planning import EXECUTE_PATH
-from flask_app.schemas import describe
 
 log = logging.getLogger(__name__)
 
