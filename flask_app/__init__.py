@@ -15,7 +15,7 @@ import migration
 from flask_app import background, db, dbschema, paths, periodic, shim
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
-from flask_app.core import dispatch, execution, sessions
+from flask_app.core import dispatch, execution, sessions, sweep
 from flask_app.observe import comparison, metrics, parity_cli
 from flask_app.qstash import cli as qstash_cli
 from flask_app.qstash import dlq, gateway, outbox, webhook
@@ -43,6 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     gateway.init_app(app)
     execution.init_app(app)
     dispatch.init_app(app, telemetry=metrics.DispatchTelemetry(app))
+    sweep.init_app(app)
     outbox.init_app(app)
     dlq.init_app(app)
     app.register_blueprint(views.bp)

@@ -379,6 +379,27 @@ def abandon(session: Session, prebooking_id: str, reason: str, now: datetime) ->
     return bool(done)
 
 
+def give_up(session: Session, prebooking_id: str, reason: str, now: datetime) -> bool:
+    """Fail a prebooking that was claimed too many times without an outcome: pending (released
+    after transient failures) or held by a claim whose owner died (its lease ran out)."""
+    stmt = (
+        update(Prebooking)
+        .where(Prebooking.id == prebooking_id, claimable(now))
+        .values(
+            status=PrebookingStatus.FAILED,
+            executed_at=now,
+            error_message=reason,
+            result={"success": False, "outcome": "not_executed", "message": reason},
+            claimed_by=None,
+            claim_expires_at=None,
+            updated_at=now,
+        )
+    )
+    done = session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+    session.commit()
+    return bool(done)
+
+
 @dataclass
 class Executor:
     """Runs arrivals through claim → (recover) → wait → book → record, and reports each."""

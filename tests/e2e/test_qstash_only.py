@@ -115,15 +115,35 @@ def test_qstash_down_at_create_back_3_s_later_is_published_by_the_outbox_and_boo
     time.sleep(3)  # QStash stays down for 3 s while the runner's retries fail
     qstash_server.start()
     row = wait_for_status(client, created["id"], {"completed", "failed"}, timeout=40)
+    assert (row["status"], row["result"]["outcome"]) == ("completed", "booked")
+    # Its delivery, or the sweep if the outbox's backoff published it too late for QStash to
+    # deliver before the opening: either way booked at the instant, once.
+    assert row["executed_by"] in ("qstash", "fallback")
+    assert row["qstash_message_id"]  # the outbox's retry published it within seconds
+    assert len(sandbox.arrivals()) == 1
+
+
+def test_qstash_down_at_create_and_still_down_at_the_opening_is_booked_by_the_app_at_its_instant(
+    live_app, qstash_server, sandbox, runner
+):
+    client = live_app.test_client()
+    opens = datetime.now(UTC) + timedelta(seconds=8)
+    sandbox.add_class("1001", DAY, opens_at=opens, capacity=5)
+    store_cookies(client)
+    qstash_server.stop()  # and it never comes back
+    created = create(client, opens)
+    assert created["qstash_message_id"] is None
+    row = wait_for_status(client, created["id"], {"completed", "failed"}, timeout=40)
     assert (row["status"], row["executed_by"], row["result"]["outcome"]) == (
         "completed",
-        "qstash",
+        "fallback",  # the dispatcher's sweep: the executor of last resort
         "booked",
     )
-    assert row["qstash_message_id"]  # the outbox's retry published it within seconds
+    [arrival] = sandbox.arrivals()
+    assert arrival["at_ns"] >= int(opens.timestamp() * 1e9)  # at its instant, never early
 
 
-def test_aimharder_failing_until_the_dlq_is_republished_a_bounded_number_of_times_then_failed(
+def test_aimharder_failing_for_good_is_retried_by_the_app_a_bounded_number_of_times_then_failed(
     live_app, qstash_server, sandbox, runner
 ):
     client = live_app.test_client()
@@ -134,23 +154,27 @@ def test_aimharder_failing_until_the_dlq_is_republished_a_bounded_number_of_time
     created = create(client, opens)
     row = wait_for_status(client, created["id"], {"completed", "failed"}, timeout=60)
     assert row["status"] == "failed"
-    assert row["error_message"].startswith("dead-lettered by QStash 3 times (DLQ); last: ")
+    assert row["error_message"].startswith("gave up after 3 claims without an outcome; last: ")
     assert "500" in row["error_message"]
     assert sandbox.bookings() == []
+    # QStash got its 200 at once: AimHarder's trouble is retried by the app, not by QStash.
+    with live_app.extensions["db"].session() as session:
+        assert session.get(Prebooking, created["id"]).qstash_dlq_count == 0
 
 
-def test_aimharder_recovering_after_the_dlq_is_booked_by_the_republished_message(
+def test_aimharder_recovering_within_the_dispatchers_re_sends_is_booked_once(
     live_app, qstash_server, sandbox, runner
 ):
     client = live_app.test_client()
     opens = datetime.now(UTC) + timedelta(seconds=1)
     sandbox.add_class("1001", DAY, opens_at=opens, capacity=5)
-    sandbox.set_fault("error_500", count=4)  # the first delivery and QStash's 3 retries
+    sandbox.set_fault("error_500", count=3)  # the first send and two re-sends
     store_cookies(client)
     created = create(client, opens)
     row = wait_for_status(client, created["id"], {"completed", "failed"}, timeout=60)
-    assert (row["status"], row["result"]["outcome"]) == ("completed", "booked")
-    assert len(sandbox.bookings()) == 1
-    with live_app.extensions["db"].session() as session:
-        stored = session.get(Prebooking, created["id"])
-        assert (stored.qstash_dlq_count, stored.qstash_generation) == (1, 1)  # one re-publish
+    assert (row["status"], row["executed_by"], row["result"]["outcome"]) == (
+        "completed",
+        "qstash",
+        "booked",
+    )
+    assert len(sandbox.bookings()) == 1 and len(sandbox.arrivals()) == 4
