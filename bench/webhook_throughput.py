@@ -4,9 +4,11 @@ The app runs under the repo's gunicorn.conf.py against a private PostgreSQL data
 AimHarder sandbox. N prebookings, already due, are created through the API (rollout 0 %, so
 nothing is published: the deliveries come from this script), each user's cookies stored. Then
 N deliveries, each signed as QStash signs them (`qstash_dev.signing.sign` over the exact body
-and `APP_BASE_URL + path`), are sent from C concurrent client threads; every one claims and
-books. Then the same N deliveries are replayed (QStash's at-least-once duplicates): each must
-answer 200 `lost_claim` and book nothing.
+and `APP_BASE_URL + path`), are sent from C concurrent client threads; every one arms its
+prebooking (one claim) and is answered at once, and the dispatchers book them all in the
+background. Then the same N deliveries are replayed (QStash's at-least-once duplicates): each
+must answer 200 `lost_claim` and book nothing. The script then waits (bounded) for the N
+bookings to reach the sandbox.
 
     python bench/webhook_throughput.py [--n 1000] [--concurrency 32] [--workers 1]
 """
@@ -81,6 +83,12 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="sample the app with py-spy (threads holding the GIL) into FILE, collapsed stacks;"
+        " summarise with bench/profile_summary.py --under prebooking_execute",
+    )
     args = parser.parse_args()
     from cryptography.fernet import Fernet
 
@@ -100,6 +108,10 @@ def main() -> int:
             "GUNICORN_WORKERS": str(args.workers),
         }
         g_args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        if args.profile:
+            spy = str(Path(sys.executable).with_name("py-spy"))
+            spy_args = [spy, "record", "--subprocesses", "--gil", "--nonblocking", "--rate", "200"]
+            g_args = [*spy_args, "--format", "raw", "--output", args.profile, "--", *g_args]
         auth = {"Authorization": f"Bearer {API_TOKEN}"}
         with (
             process(g_args, env, f"{app_url}/api/health"),
@@ -137,6 +149,9 @@ def main() -> int:
                 )
             first = fire(client, app_url + PATH, bodies, args.concurrency)
             replay = fire(client, app_url + PATH, bodies, args.concurrency)
+            deadline = time.monotonic() + 60
+            while len(sandbox.bookings()) < args.n and time.monotonic() < deadline:
+                time.sleep(0.1)
             booked = len(sandbox.bookings())
     result = {
         "settings": vars(args) | {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
