@@ -159,7 +159,7 @@ def run_legacy(
     return measure(arrivals, n, class_id, opens) | {
         "offset_s": offset_s,
         "vs_tick_ms": summary(after_tick),
-        "tick": {k: report.get(k) for k in ("due", "booked", "deferred", "duration_ms")},
+        "tick": {k: report.get(k) for k in ("due", "claimed", "deferred", "duration_ms")},
         "left_for_next_tick": left,
     }
 
@@ -173,7 +173,13 @@ def main() -> int:
     parser.add_argument("--stagger-ms", type=float, default=0.01, help="QSTASH_FIRE_STAGGER_MS")
     parser.add_argument("--lead-seconds", type=float, default=3.0, help="QSTASH_LEAD_SECONDS")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1100)
+    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--leader",
+        default="true",
+        help="DISPATCH_LEADER: true, one process per class writes it all; false, every process"
+        " fires its own members at rank-derived instants",
+    )
     parser.add_argument("--firing-line", default="true")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument(
@@ -204,6 +210,7 @@ def main() -> int:
             "GUNICORN_BIND": f"127.0.0.1:{app_port}",
             "GUNICORN_WORKERS": str(args.workers),
             "GUNICORN_THREADS": str(args.threads),
+            "DISPATCH_LEADER": args.leader,
         }
         app_env["QSTASH_FIRE_STAGGER_MS"] = str(args.stagger_ms)
         app_env["QSTASH_LEAD_SECONDS"] = str(args.lead_seconds)

@@ -38,6 +38,7 @@ import os
 import queue
 import resource
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -76,6 +77,8 @@ from flask_app.timing import Clock
 log = logging.getLogger(__name__)
 
 _EXT = "dispatcher"
+#: Extra time before the anchor the leader takes to mark and hand over each member of its batch.
+MARK_PER_MEMBER = timedelta(microseconds=200)
 
 
 # --- settings and collaborators -------------------------------------------------------------
@@ -89,6 +92,7 @@ class DispatchSettings:
     late_delay: timedelta = timedelta(milliseconds=100)  # anchor of a class already open
     watchdog: timedelta = timedelta(milliseconds=250)  # followers rescue unsent members then
     mark_lead: timedelta = timedelta(milliseconds=100)  # the leader marks its batch sent then
+    # (plus MARK_PER_MEMBER for each member: 300 ms for 1,000)
     stagger: timedelta = timedelta(microseconds=10)  # between FIFO ranks
     max_held: int = 20_000  # prebookings waiting or in flight in this process
     resend_max: int = 3  # re-sends after a too-early or transient answer
@@ -490,7 +494,7 @@ class Dispatcher:
             return group.elect_at
         due = [group.watchdog_at] if group.watchdog_at is not None else []
         if group.ready:
-            due.append(group.anchor - self.settings.mark_lead)
+            due.append(group.anchor - self._mark_lead(group))
         if not group.premarked:
             due.append(group.anchor - self.settings.straggler_lead)
         elif group.waiting:
@@ -617,7 +621,7 @@ class Dispatcher:
             self._elect(group, now)
             now = self.clock.now()
         assert group.anchor is not None
-        if group.ready and now >= group.anchor - self.settings.mark_lead:
+        if group.ready and now >= group.anchor - self._mark_lead(group):
             batch, group.ready = group.ready, []
             self._mark_and_send(group, batch, "leader")
         if not group.premarked and now >= group.anchor - self.settings.straggler_lead:
@@ -629,6 +633,11 @@ class Dispatcher:
             self._rescue(group)
         with self._lock:
             self._reschedule(group)
+
+    def _mark_lead(self, group: Group) -> timedelta:
+        """How long before the anchor the leader marks its batch: enough to mark it (one
+        statement) and for the line to check its connections (~20-40 µs each)."""
+        return self.settings.mark_lead + MARK_PER_MEMBER * len(group.ready)
 
     def _take_waiting(self, group: Group) -> list[Member]:
         with self._lock:
@@ -661,6 +670,7 @@ class Dispatcher:
         """Adopt every unsent member of the class, from whichever process, and prepare them
         all now; they are marked sent and handed to the firing line `mark_lead` before the
         anchor (until then, were this process to die, a follower's watchdog takes them)."""
+        started = time.perf_counter()
         with self.executor.sessions() as session:
             claims = adopt(session, group.key, now, self.token)
         members = self._adopted(group, claims)
@@ -669,9 +679,18 @@ class Dispatcher:
         except SQLAlchemyError as exc:
             self._give_all_back(group, members, exc)
             return
+        loaded = time.perf_counter()
         ready.sort(key=lambda m: (m.rank, m.id))
         self._prepare_all(ready)
         group.ready = [m for m in ready if not m.settled]
+        done = time.perf_counter()
+        assert group.anchor is not None
+        log.info(
+            "class %s: leading %d member(s); adopted and loaded in %.0f ms, prepared in %.0f ms,"
+            " %.0f ms before the anchor",
+            group.key, len(members), (loaded - started) * 1e3, (done - loaded) * 1e3,
+            (group.anchor - self.clock.now()).total_seconds() * 1e3,
+        )  # fmt: skip
 
     def _rescue(self, group: Group) -> None:
         """After the anchor: adopt what is still unsent (its leader died) and fire it now."""
@@ -723,6 +742,10 @@ class Dispatcher:
             self._give_all_back(group, members, exc)
             return
         self._schedule_sends(group, ready, role)
+        assert group.anchor is not None
+        left_ms = (group.anchor - self.clock.now()).total_seconds() * 1e3
+        log.info("class %s: %d sent to the firing line %.0f ms before the anchor", group.key,
+                 len(ready), left_ms)  # fmt: skip
 
     def _schedule_sends(self, group: Group, members: list[Member], role: str) -> None:
         assert group.anchor is not None
