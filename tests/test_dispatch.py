@@ -291,3 +291,36 @@ def test_the_first_bid_leads_a_class_and_a_past_round_is_elected_anew(app, sessi
     later = NOW + timedelta(minutes=1)
     third = elect(session, key, later, MS, later, later - timedelta(seconds=10), "b")
     assert third.won and session.get(FireGroup, key).leader == "b"
+
+
+class GymClockDouble:
+    """A gym clock that learns 30 ms from each too-early answer."""
+
+    def __init__(self):
+        self.behind = timedelta(0)
+        self.notes = []
+
+    def fire_instant(self, box, opening_at):
+        return opening_at + self.behind
+
+    def note_too_early(self, box, *, sent_at, opening_at):
+        self.notes.append(("too_early", sent_at))
+        self.behind += 30 * MS
+
+    def note_accepted(self, box, *, sent_at, opening_at):
+        self.notes.append(("accepted", sent_at))
+
+
+def test_too_early_answers_feed_the_gym_clock_and_the_re_send_follows_it(
+    app, session, clock, booking_client
+):
+    [row] = crowd(app, session, 1)
+    gym = GymClockDouble()
+    dispatcher = get_dispatcher(app)
+    dispatcher.gym = gym
+    booking_client.script = [result(BookingOutcome.TOO_EARLY), result()]
+    dispatcher.arm(row.id, arrival(clock))
+    dispatcher.drain()
+    assert [kind for kind, _ in gym.notes] == ["too_early", "accepted"]
+    assert [at for _, at in gym.notes] == [NOW, NOW + 30 * MS]  # sent again at its new instant
+    assert reload(session, row).status == "completed"

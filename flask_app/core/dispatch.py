@@ -77,6 +77,8 @@ from flask_app.timing import Clock
 log = logging.getLogger(__name__)
 
 _EXT = "dispatcher"
+#: Answers AimHarder gives only once it judges the window open (its clock past the opening).
+_JUDGED_OPEN = frozenset({BookingOutcome.BOOKED, BookingOutcome.WAITLISTED, BookingOutcome.FULL})
 #: Extra time before the anchor the leader takes to mark and hand over each member of its batch.
 MARK_PER_MEMBER = timedelta(microseconds=200)
 
@@ -133,23 +135,30 @@ class DispatchSettings:
 class GymClocks(Protocol):
     """The part of `aimharder.gym_clock` the dispatcher uses (issue 15)."""
 
-    def fire_instant(self, box: str, available_at: datetime) -> datetime:
-        """Our clock's reading when the box's clock reads `available_at`."""
+    def fire_instant(self, box: str, opening_at: datetime) -> datetime:
+        """Our clock's reading when the box's clock reads `opening_at`."""
         ...
 
-    def note_too_early(self, box: str, *, sent_at: datetime, available_at: datetime) -> None:
-        """AimHarder said too early to a request sent at `sent_at` for `available_at`."""
+    def note_too_early(self, box: str, *, sent_at: datetime, opening_at: datetime) -> None:
+        """AimHarder said too early to a request sent at `sent_at` for `opening_at`."""
+        ...
+
+    def note_accepted(self, box: str, *, sent_at: datetime, opening_at: datetime) -> None:
+        """AimHarder judged a request sent at `sent_at` after `opening_at` (booked, full)."""
         ...
 
 
 class OwnClock:
     """Fires at the opening by our own clock (until the gym's clock estimator is wired)."""
 
-    def fire_instant(self, box: str, available_at: datetime) -> datetime:
-        return available_at
+    def fire_instant(self, box: str, opening_at: datetime) -> datetime:
+        return opening_at
 
-    def note_too_early(self, box: str, *, sent_at: datetime, available_at: datetime) -> None:
-        log.info("too early at box %s: sent %s for %s", box, sent_at, available_at)
+    def note_too_early(self, box: str, *, sent_at: datetime, opening_at: datetime) -> None:
+        log.info("too early at box %s: sent %s for %s", box, sent_at, opening_at)
+
+    def note_accepted(self, box: str, *, sent_at: datetime, opening_at: datetime) -> None:
+        pass
 
 
 class Telemetry(Protocol):
@@ -883,19 +892,23 @@ class Dispatcher:
     ) -> None:
         member.sends += 1
         member.first_sent_at = member.first_sent_at or sent_at
+        self._note_gym_clock(member, result, sent_at)
         reason = self._resend_reason(member, result, sent_at)
         if reason is None:
             self._close_prepared(prepared)
             self._finish(member, result)
             return
         self.telemetry.resend(reason)
-        if result.outcome is BookingOutcome.TOO_EARLY:
-            self.gym.note_too_early(
-                member.claimed.booking_data.get("box", ""),
-                sent_at=result.sent_at,
-                available_at=member.claimed.available_at,
-            )
         self._resend(member, prepared)
+
+    def _note_gym_clock(self, member: Member, result: BookingResult, sent_at: datetime) -> None:
+        """Tell the gym's clock what this answer says about it (too early: it is behind)."""
+        box = str(member.claimed.booking_data.get("box", ""))
+        opening_at = member.claimed.available_at
+        if result.outcome is BookingOutcome.TOO_EARLY:
+            self.gym.note_too_early(box, sent_at=sent_at, opening_at=opening_at)
+        elif result.outcome in _JUDGED_OPEN:
+            self.gym.note_accepted(box, sent_at=sent_at, opening_at=opening_at)
 
     def _resend_reason(
         self, member: Member, result: BookingResult, sent_at: datetime
