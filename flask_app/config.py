@@ -85,7 +85,8 @@ class Defaults:
     # The sweep (executor of last resort, flask_app/core/sweep.py) runs every
     # DISPATCH_SWEEP_INTERVAL_S and arms prebookings opening within DISPATCH_SWEEP_HORIZON_S that
     # QStash has not covered: never published, or still undelivered DISPATCH_OVERDUE_MS before
-    # the opening; a prebooking claimed DISPATCH_MAX_CLAIMS times without an outcome fails.
+    # the opening (at most QSTASH_LEAD_SECONDS - 1 s: QStash's delivery may still come till
+    # then); a prebooking claimed DISPATCH_MAX_CLAIMS times without an outcome fails.
     DISPATCH_SWEEP_INTERVAL_S = 0.5
     DISPATCH_SWEEP_HORIZON_S = 5.0
     DISPATCH_OVERDUE_MS = 1500.0

@@ -13,7 +13,7 @@ from flask_app.background import get_runner
 from flask_app.core import events
 from flask_app.core.dispatch import get_dispatcher
 from flask_app.core.execution import claim
-from flask_app.core.sweep import Candidate, SweepSettings, Why, why_swept
+from flask_app.core.sweep import Candidate, SweepSettings, Why, overdue_after, why_swept
 from tests.factories import make_prebooking, reload, store_session
 from tests.fake_gateway import FakeGateway
 from tests.fakes import FakeClock, result
@@ -166,3 +166,14 @@ def test_the_sweep_rests_while_the_qstash_path_does_not_execute(
     store_session(app, session)
     make_prebooking(session, available_at=NOW, qstash_error="publish: down")
     assert sweep_at(app, clock, NOW - S) == {}
+
+
+@pytest.mark.parametrize(
+    ("lead_s", "overdue_ms", "expected"),
+    [(3.0, 1500.0, 1.5), (2.0, 1500.0, 1.0), (1.0, 1500.0, 0.0), (10.0, 500.0, 0.5)],
+)
+def test_a_delivery_is_overdue_only_once_it_could_no_longer_arrive_in_time(
+    lead_s, overdue_ms, expected
+):
+    config = {"QSTASH_LEAD_SECONDS": lead_s, "DISPATCH_OVERDUE_MS": overdue_ms}
+    assert overdue_after(config) == timedelta(seconds=expected)

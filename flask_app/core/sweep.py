@@ -81,7 +81,7 @@ class SweepSettings:
         return cls(
             interval=timedelta(seconds=float(config["DISPATCH_SWEEP_INTERVAL_S"])),
             horizon=timedelta(seconds=float(config["DISPATCH_SWEEP_HORIZON_S"])),
-            overdue=timedelta(milliseconds=float(config["DISPATCH_OVERDUE_MS"])),
+            overdue=overdue_after(config),
             max_claims=int(config["DISPATCH_MAX_CLAIMS"]),
             cron_on=paths.has_polling_path(config),
             rollout_percent=int(config["QSTASH_ROLLOUT_PERCENT"]),
@@ -101,6 +101,19 @@ class Candidate:
     qstash_message_id: str | None
     qstash_error: str | None
     error_message: str | None
+
+
+#: QStash delivers a message within about this long after its due time (whole seconds).
+QSTASH_JITTER = timedelta(seconds=1)
+
+
+def overdue_after(config: Mapping[str, Any]) -> timedelta:
+    """How long before its opening a published prebooking still pending counts as overdue:
+    DISPATCH_OVERDUE_MS, but never before its delivery could still arrive on time (due
+    QSTASH_LEAD_SECONDS ahead, up to QSTASH_JITTER late)."""
+    configured = timedelta(milliseconds=float(config["DISPATCH_OVERDUE_MS"]))
+    latest = timedelta(seconds=float(config["QSTASH_LEAD_SECONDS"])) - QSTASH_JITTER
+    return max(timedelta(0), min(configured, latest))
 
 
 def why_swept(row: Candidate, now: datetime, settings: SweepSettings) -> Why | None:

@@ -20,41 +20,59 @@ pytestmark = [
 ]
 
 
-def test_a_5xx_that_outlasts_qstash_retries_goes_to_cron_via_the_dlq_and_books_once(
+def test_a_5xx_that_outlasts_the_dispatchers_re_sends_is_released_and_a_tick_books_it_once(
     live_app, qstash_server, sandbox
 ):
     created, statuses, client = deliver_with_fault(
         live_app, qstash_server, sandbox, "error_500", None
     )
-    assert statuses == [503] * 4  # the first delivery and QStash's 3 retries
-    assert wait_status(client, created["id"], {"pending"})["executed_by"] is None
-    result = live_app.test_cli_runner().invoke(args=["qstash", "reconcile-dlq"])
-    assert '"handed_to_cron": 1' in result.output, result.output
+    assert statuses == [200]  # armed: QStash is done with it, the app retries
+    wait_until(lambda: len(sandbox.arrivals()) == 4, "the first send and its 3 re-sends")
+    released = wait_status(client, created["id"], {"pending"})
+    assert (released["executed_by"], released["error_message"]) == (None, "HTTP 500")
     sandbox.set_fault("none")
     tick = client.post(CRON_URL, headers={"Authorization": f"Bearer {CRON_SECRET}"})
-    assert tick.status_code == 200 and tick.json["booked"] == 1
+    assert tick.status_code == 200 and tick.json["claimed"] == 1
     done = wait_status(client, created["id"], {"completed", "failed"})
     assert (done["status"], done["executed_by"]) == ("completed", "cron")
     assert [a["status"] for a in sandbox.arrivals()] == [500] * 4 + [200]
     assert len(sandbox.bookings()) == 1
 
 
-@pytest.mark.parametrize("mode", ["error_500", "timeout"])
-def test_a_cron_tick_hit_by_a_fault_releases_and_the_next_tick_books_once(live_app, sandbox, mode):
+def test_a_5xx_met_by_a_cron_tick_is_sent_again_at_once_and_books_once(live_app, sandbox):
+    client, created = due_for_cron(live_app, sandbox)
+    sandbox.set_fault("error_500", count=1)
+    first = client.post(CRON_URL, headers=AUTH).json
+    assert first["claimed"] == 1
+    done = wait_status(client, created["id"], {"completed", "failed"})
+    assert (done["status"], done["result"]["outcome"]) == ("completed", "booked")
+    assert [a["status"] for a in sandbox.arrivals()] == [500, 200]
+    assert len(sandbox.bookings()) == 1
+
+
+def test_a_timeout_met_by_a_cron_tick_is_released_and_the_next_tick_asks_before_booking(
+    live_app, sandbox
+):
+    client, created = due_for_cron(live_app, sandbox)
+    sandbox.set_fault("timeout", count=1, delay_ms=int(CLIENT_TIMEOUT_S * 3000))
+    assert client.post(CRON_URL, headers=AUTH).json["claimed"] == 1
+    released = wait_status(client, created["id"], {"pending"})  # sent, no answer: uncertain
+    assert released["executed_by"] is None
+    assert client.post(CRON_URL, headers=AUTH).json["claimed"] == 1
+    done = wait_status(client, created["id"], {"completed", "failed"})
+    assert (done["status"], done["result"]["outcome"]) == ("completed", "already_booked")
+    assert len(sandbox.arrivals()) == 1 and len(sandbox.bookings()) == 1
+
+
+AUTH = {"Authorization": f"Bearer {CRON_SECRET}"}
+
+
+def due_for_cron(live_app, sandbox):
+    """A prebooking whose window just opened, for the cron path alone; (client, its JSON)."""
     client = live_app.test_client()
-    live_app.config["QSTASH_ENABLED"] = False  # the cron path alone
+    live_app.config["QSTASH_ENABLED"] = False
     store_cookies(client, EMAIL)
     sandbox.add_class("4002", DAY, opens_at=None, capacity=5)
     created = create(client, EMAIL, datetime.now(UTC) + timedelta(seconds=0.2), "4002")
     wait_until(lambda: datetime.now(UTC).isoformat() > created["available_at"], "the opening")
-    sandbox.set_fault(mode, count=1, delay_ms=int(CLIENT_TIMEOUT_S * 3000))
-    auth = {"Authorization": f"Bearer {CRON_SECRET}"}
-    first = client.post(CRON_URL, headers=auth).json
-    assert (first["claimed"], first["released"], first["booked"]) == (1, 1, 0)
-    second = client.post(CRON_URL, headers=auth).json
-    assert (second["claimed"], second["booked"]) == (1, 1)
-    outcome = "already_booked" if mode == "timeout" else "booked"
-    done = wait_status(client, created["id"], {"completed", "failed"})
-    assert (done["status"], done["result"]["outcome"]) == ("completed", outcome)
-    assert len(sandbox.bookings()) == 1
-    assert len(sandbox.arrivals()) == (1 if mode == "timeout" else 2)
+    return client, created
