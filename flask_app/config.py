@@ -64,6 +64,9 @@ class Defaults:
     QSTASH_MAX_LEAD_SECONDS = 60.0
     QSTASH_FIRE_STAGGER_MS = 0.01
     QSTASH_MAX_DELAY = timedelta(days=7)
+    # Arrivals older than this are deleted by the daily cleanup (celery.backend_cleanup), and a
+    # parity report cannot reach further back.
+    ARRIVALS_RETENTION_DAYS = 90
     # Legacy cron tick: stop launching bookings that could not finish within the budget
     # (cron-job.org gives up after 30 s), space launches by the stagger, take at most the limit.
     CRON_TICK_BUDGET_S = 20
@@ -155,6 +158,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         ("CRON_BATCH_LIMIT", 1),
         ("DB_POOL_SIZE", 1),
         ("DB_MAX_OVERFLOW", 0),
+        ("ARRIVALS_RETENTION_DAYS", 1),
     )
     for name, low in ints:
         if name in environ:

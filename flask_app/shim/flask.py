@@ -1,4 +1,4 @@
-"""Binding a shim app to a Flask app: settings, task modules, the task endpoint, the CLI."""
+"""Binding a shim app to a Flask app: plugs, settings, task modules, endpoint, CLI, cleanup."""
 
 from __future__ import annotations
 
@@ -6,26 +6,39 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
+from flask_app.shim import _state, webhook
+from flask_app.shim.binding import CELERY_EXT, PLUGS_EXT, get_celery
+from flask_app.shim.cli import tasks_cli
+from flask_app.shim.conf import DEFAULTS
+from flask_app.shim.plugs import Plugs
+from flask_app.shim.schedules import crontab
+
 if TYPE_CHECKING:
     from flask_app.shim.app import Celery
 
-_EXT = "celery"
+__all__ = ["BACKEND_CLEANUP", "get_celery", "init_app"]
+
 # Flask config keys (upper-case, as env/test_config give them) -> Celery settings.
 _FLASK_KEYS = {
     "TASK_ALWAYS_EAGER": "task_always_eager",
     "TASK_EAGER_PROPAGATES": "task_eager_propagates",
     "TASK_STORE_EAGER_RESULT": "task_store_eager_result",
     "QSTASH_MAX_DELAY_S": "qstash_max_delay_s",
+    "RESULT_EXPIRES": "result_expires",
+    "TASK_LEASE_SECONDS": "task_lease_seconds",
 }
+#: Celery's beat entry (and task) that deletes expired results, daily at 04:00 as in Celery.
+BACKEND_CLEANUP = "celery.backend_cleanup"
 
 
-def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
-    """Bind the (current) shim app to flask_app and import TASK_IMPORTS; returns the shim app."""
-    from flask_app.qstash import gateway
-    from flask_app.shim import _state, webhook
-    from flask_app.shim.app import DEFAULTS
-    from flask_app.shim.cli import tasks_cli
+def init_app(
+    flask_app: Flask, celery: Celery | None = None, *, plugs: Plugs | None = None
+) -> Celery:
+    """Bind the (current) shim app to flask_app and import TASK_IMPORTS; returns the shim app.
 
+    plugs: the publisher, database and verifier the shim uses (see flask_app.shim.plugs); the
+    ones given before stay when None.
+    """
     celery = celery or _state.get_current_app()
     settings: dict[str, Any] = dict(flask_app.config.get("CELERY") or {})
     for key, setting in _FLASK_KEYS.items():
@@ -37,14 +50,20 @@ def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
         settings["qstash_max_delay_s"] = max_delay.total_seconds()
     celery.conf.update(settings)
     celery.flask_app = flask_app
-    if "qstash" not in flask_app.extensions:
-        gateway.init_app(flask_app)
-    flask_app.extensions[_EXT] = celery
+    if plugs is not None:
+        flask_app.extensions[PLUGS_EXT] = plugs
+    flask_app.extensions[CELERY_EXT] = celery
     imports = flask_app.config.get("TASK_IMPORTS") or ""
     celery.conf["imports"] = tuple(
         dict.fromkeys([*_split(imports), *_split(settings.get("imports"))])
     )
     celery.import_task_modules()
+    if celery.conf.get("result_expires"):
+        # Celery's beat installs this entry whenever results expire (the backend can't do it).
+        celery.conf.beat_schedule.setdefault(
+            BACKEND_CLEANUP,
+            {"task": BACKEND_CLEANUP, "schedule": crontab(minute=0, hour=4)},
+        )
     if "task_callbacks" not in flask_app.blueprints:
         flask_app.register_blueprint(webhook.bp)
     if "tasks" not in flask_app.cli.commands:
@@ -56,9 +75,3 @@ def _split(value: Any) -> list[str]:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return [str(v) for v in value or ()]
-
-
-def get_celery(flask_app: Flask) -> Celery:
-    """The shim app bound to flask_app."""
-    celery: Celery = flask_app.extensions[_EXT]
-    return celery
