@@ -154,10 +154,10 @@ class AsyncResult:
         if on_message is not None:
             raise UnsupportedOption("get(on_message=...) is not supported: results are polled")
         _assert_not_in_task(disable_sync_subtasks)
-        if follow_parents and propagate:
-            self._maybe_reraise_parent_error()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.ready():
+            if follow_parents and propagate:  # as Celery's on_interval: only while waiting
+                self._maybe_reraise_parent_error()
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("The operation timed out.")
             if on_interval is not None:

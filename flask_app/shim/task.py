@@ -241,12 +241,9 @@ class Task(Generic[P, R]):
     def signature(
         self, args: Sequence[Any] | None = None, *starargs: Any, **starkwargs: Any
     ) -> Signature:
-        """Long form of s()."""
-        kwargs = starkwargs.pop("kwargs", None) or {}
-        options = starkwargs.pop("options", None) or {}
-        return Signature(
-            self.name, tuple(args or ()) + starargs, kwargs, options | starkwargs, app=self._app
-        )
+        """Long form of s(): signature(args, kwargs, options, ..., **options) as Celery's."""
+        starkwargs.setdefault("app", self._app)
+        return Signature(self.name, args, *starargs, **starkwargs)
 
     subtask = signature
 
