@@ -126,9 +126,7 @@ def test_every_message_carries_the_task_id_and_retry_count_as_deduplication_id(
     assert AsyncResult(result.id).get(timeout=1) == "second"
 
 
-def test_a_retry_delivered_while_its_first_attempt_still_holds_the_lease_runs(
-    app, client, gateway
-):
+def test_a_retry_delivered_while_its_first_attempt_still_holds_the_lease_runs(app, client, gateway):
     result = retrying.delay()
     [(message_id, msg)] = gateway.take()
     deliver(client, message_id, msg)
