@@ -179,9 +179,14 @@ class AsyncResult:
             node = node.parent
 
     def _maybe_reraise_parent_error(self) -> None:
-        """Raise the error of a failed ancestor (Celery's get(follow_parents=True))."""
+        """Raise the error of a failed ancestor step (Celery's get(follow_parents=True)).
+
+        A chord's header (a GroupResult parent) is skipped: its failure reaches the body as a
+        ChordError, which is what Celery documents `get()` raising for a chord.
+        """
         for node in reversed(list(self._parents())):
-            node.maybe_throw()
+            if not isinstance(node, ResultSet):
+                node.maybe_throw()
 
     def maybe_throw(self, propagate: bool = True, value: Any = None) -> Any:
         """Raise the stored exception of a failed/revoked task (if propagate), else return."""
