@@ -3,7 +3,7 @@ of the app), and the app's own chores hooked on the shim's signals.
 
 - publisher: the QStash Gateway, taking the shim's TaskMessage;
 - database: the app's session factory (the shim's tables are migrated with the app's);
-- verifier: the same Upstash-Signature check as the prebooking webhook;
+- verifier: the QStash path's one verified-request helper (`qstash.webhook.verified_body`);
 - the daily `celery.backend_cleanup` also deletes arrivals older than ARRIVALS_RETENTION_DAYS.
 """
 
@@ -18,8 +18,8 @@ from flask import Flask, Response, current_app, request
 from flask_app import shim
 from flask_app.db import get_db, get_session
 from flask_app.observe import comparison, metrics
+from flask_app.qstash import webhook
 from flask_app.qstash.gateway import Message, get_gateway
-from flask_app.qstash.signature import verify
 from flask_app.shim import signals
 from flask_app.shim.plugs import Plugs, TaskMessage
 
@@ -73,19 +73,10 @@ class GatewayPublisher:
 def init_app(app: Flask) -> None:
     """Bind the shim to this app with its plugs; count task webhook answers; prune arrivals."""
 
-    def verify_delivery(raw_body: bytes, signature: str | None, url: str) -> None:
-        verify(
-            raw_body,
-            signature,
-            url,
-            current_key=app.config.get("QSTASH_CURRENT_SIGNING_KEY"),
-            next_key=app.config.get("QSTASH_NEXT_SIGNING_KEY"),
-        )
-
     plugs = Plugs(
         publisher=GatewayPublisher(app),
         sessions=get_db(app).sessions,
-        verify=verify_delivery,
+        verify=webhook.verified_body,
         current_session=get_session,
     )
     shim.init_app(app, plugs=plugs)

@@ -7,8 +7,9 @@ gives it:
   (any exception it raises becomes Celery's `OperationalError` at the call);
 - `sessions`: a SQLAlchemy `sessionmaker` on the database that holds the shim's tables
   (`flask_app.shim.models.metadata`);
-- `verify(raw_body, signature_header, url)`: returns when the delivery is authentic and raises
-  (any exception) when not: the task endpoint then answers 401;
+- `verify(url)`: the app's verified-request helper: the current request's raw body if QStash
+  signed it for `url` (the public URL the task was published to), else None: the task endpoint
+  then answers 401 (one helper checks every QStash route of the app);
 - `current_session` (optional): the session of the current request, for `delay_on_commit`.
 """
 
@@ -61,7 +62,7 @@ class Publisher(Protocol):
         """Delete a schedule."""
 
 
-Verify = Callable[[bytes, str | None, str], None]
+Verify = Callable[[str], bytes | None]
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,11 @@ def served_by_qstash(qstash_server, http_server):
 
 
 @pytest.fixture
-def live(app, http_server):
-    """The app, served: QStash deliveries reach it."""
+def live(app, http_server, qstash_server):
+    """The app, served: QStash deliveries reach it (and have ended before the app is closed)."""
     _, holder = http_server
     holder["app"] = app
-    return app
+    yield app
+    # A result is ready before its delivery's request ends (the lease is released, what follows
+    # is sent): let every delivery end, so none uses the database after the engine is disposed.
+    qstash_server.wait_idle(timeout=30)
