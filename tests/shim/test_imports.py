@@ -71,5 +71,5 @@ def test_a_cycle_through_an_import_inside_a_function_is_found(tmp_path, monkeypa
     monkeypatch.syspath_prepend(str(tmp_path))
     graph = grimp.build_graph("loopy", exclude_type_checking_imports=True, cache_dir=None)
     found = {m: set(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
-    assert sorted(find_cycle(found) or []) == ["loopy.a", "loopy.a", "loopy.b"]
+    assert set(find_cycle(found) or []) == {"loopy.a", "loopy.b"}
     assert found["loopy.c"] == set()  # type-only imports are not cycles
