@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+COSTS_ARGS ?=
 
-.PHONY: run test lint typecheck reliability bench clean postgres chromium
+.PHONY: run test lint typecheck reliability bench clean postgres chromium costs
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +36,10 @@ test: $(STAMP) postgres chromium
 reliability: $(STAMP) postgres
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+## costs: measure the capacity model's unit costs on this code -> bench/results/costs.json (~3 min; run alone)
+costs: $(STAMP) postgres
+	$(PY) bench/costs.py $(COSTS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
