@@ -176,7 +176,13 @@ class Meter:
         )
 
     def calibrate(self, seconds: float = 2.0) -> None:
-        """The app's idle CPU and statements per second, subtracted from every phase."""
+        """The app's idle CPU and statements per second, subtracted from every phase.
+
+        Starts once the app is quiet and its workers have written their last counts (they
+        write every 100 ms), so the tail of the set-up is not taken for idle activity.
+        """
+        self.quiet(10)
+        time.sleep(0.3)
         start = self.snap()
         time.sleep(seconds)
         end = self.snap()

@@ -24,6 +24,7 @@ _SOURCES: tuple[tuple[str, str, float, str], ...] = (
     ("record_ms", "crowd.record_cpu_ms", 2.35, "ms app CPU per prebooking after the instant"),
     ("base_latency_ms", "crowd.first_shot_ms", 0.12, "ms from the instant to the first arrival"),
     ("duplicate_ms", "webhook.duplicate_cpu_ms", 2.0, "ms app CPU per duplicate delivery"),
+    ("duplicate_db_ms", "webhook.duplicate_db_cpu_ms", 0.5, "ms PostgreSQL CPU per duplicate"),
     ("create_ms", "create.cpu_ms", 5.0, "ms app CPU per POST /api/prebookings"),
     ("cron_booking_ms", "cron.booking_cpu_ms", 6.0, "ms app CPU per cron-tick booking"),
     ("statements_per_delivery", "webhook.statements_per_first_delivery", 10.0, "statements"),
@@ -49,6 +50,7 @@ class UnitCosts:
     record_ms: float = 2.35
     base_latency_ms: float = 0.12
     duplicate_ms: float = 2.0
+    duplicate_db_ms: float = 0.5
     create_ms: float = 5.0
     cron_booking_ms: float = 6.0
     statements_per_delivery: float = 10.0

@@ -197,7 +197,9 @@ def throughput(p: PlanInput, c: UnitCosts) -> Throughput:
     cores = d.instances * d.app_cores
     return Throughput(
         first_deliveries_per_s=round(rate(full_ms, db_ms), 1),
-        duplicates_per_s=round(rate(c.duplicate_ms, 0.0), 1),
+        duplicates_per_s=round(
+            rate(c.duplicate_ms, c.duplicate_db_ms if d.db_colocated else 0.0), 1
+        ),
         peak_hour_deliveries_per_s=round(peak, 3),
         peak_hour_utilisation=round(peak * per_prebooking_ms / 1000 / cores, 4),
         cpu_core_hours_per_day=round(load.prebookings_per_day * per_prebooking_ms / 1000 / 3600, 3),
@@ -211,7 +213,7 @@ class Connections:
     processes: int
     ceiling: int  # every pool full, plus other clients
     budget: int  # max_connections - reserved
-    in_use_at_crowd: float  # Little's law at the crowd's admission rate
+    in_use_at_crowd: float  # Little's law at the crowd's busiest second
     fits: bool
     recommended_pool_per_process: int
     pgbouncer_needed: bool
@@ -223,7 +225,8 @@ def connections(p: PlanInput, c: UnitCosts, adm: Admission) -> Connections:
     ceiling = d.processes * (d.db_pool_size + d.db_max_overflow) + d.other_connections
     budget = d.max_connections - d.reserved_connections
     hold_s = c.statements_per_delivery * d.statement_latency_ms / 1000
-    in_use = adm.rate_per_s * hold_s + d.processes  # + one for each process's background runner
+    arriving = min(adm.rate_per_s, float(adm.busiest_second))  # deliveries/s at the peak
+    in_use = arriving * hold_s + d.processes  # + one for each process's background runner
     per_process = max(2, math.ceil(2 * in_use / d.processes))
     fits = ceiling <= budget
     needed = not fits and d.processes * per_process + d.other_connections > budget
@@ -350,22 +353,29 @@ class Plan:
         return asdict(self)
 
 
+def monthly(p: PlanInput, use: QStashUse) -> tuple[float | None, str]:
+    """USD per month of what has a price, and a note naming what was left out."""
+    prices = p.prices
+    parts = {
+        "QStash": use.monthly_usd,
+        "instances": None
+        if prices.instance_month_usd is None
+        else prices.instance_month_usd * p.deployment.instances,
+        "database": prices.database_month_usd,
+    }
+    known = {k: v for k, v in parts.items() if v is not None}
+    missing = [k for k, v in parts.items() if v is None]
+    note = " + ".join(known) or "nothing priced"
+    if missing:
+        note += f"; not priced: {', '.join(missing)}"
+    return (round(sum(known.values()), 2) if known else None), note
+
+
 def plan(p: PlanInput, c: UnitCosts) -> Plan:
     """The closed-form answers for one load and deployment."""
     adm, armed = admission(p, c)
     use = qstash_use(p, c, adm)
-    prices = p.prices
-    parts = [use.monthly_usd]
-    note = "QStash"
-    if prices.instance_month_usd is not None:
-        parts.append(prices.instance_month_usd * p.deployment.instances)
-        note += " + instances"
-    if prices.database_month_usd is not None:
-        parts.append(prices.database_month_usd)
-        note += " + database"
-    if prices.instance_month_usd is None or prices.database_month_usd is None:
-        note += " (give prices.instance_month_usd / database_month_usd for the rest)"
-    total = None if any(x is None for x in parts) else round(sum(x or 0.0 for x in parts), 2)
+    total, note = monthly(p, use)
     return Plan(
         admission=adm,
         firing=firing(p, c, armed),

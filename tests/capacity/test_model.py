@@ -115,8 +115,8 @@ def test_connections_compare_every_pool_full_with_max_connections():
     assert (small.ceiling, small.budget, small.fits) == (4 * 20 + 5, 97, True)
     big = model.plan(inputs(deployment={"workers_per_instance": 4, "instances": 2}), c)
     assert (big.connections.ceiling, big.connections.fits) == (165, False)
-    # 1,000 deliveries/s x 10 statements x 0.3 ms = 3 busy, + 1 per process
-    assert big.connections.in_use_at_crowd == pytest.approx(1000 * 0.003 + 8)
+    # the busiest second's 100 deliveries x 10 statements x 0.3 ms = 0.3 busy, + 1 per process
+    assert big.connections.in_use_at_crowd == pytest.approx(round(100 * 0.003 + 8, 1))
     assert big.connections.recommended_pool_per_process == 3
     assert not big.connections.pgbouncer_needed  # 8 x 3 + 5 fits: lower the pools instead
 
@@ -176,3 +176,10 @@ def test_a_plan_refuses_a_delay_beyond_its_maximum():
 def test_every_plan_set_states_its_source():
     for plan_set in plans.load_plan_sets().values():
         assert plan_set.source.strip() and plan_set.plans
+
+
+def test_monthly_total_counts_what_has_a_price_and_names_the_rest():
+    p = inputs(load={"prebookings_per_day": 10_000}, prices={"instance_month_usd": 10})
+    answer = model.plan(p, unit(attempts_per_prebooking=1.07))
+    assert answer.monthly_usd == pytest.approx(answer.qstash.monthly_usd + 10)
+    assert "not priced: database" in answer.monthly_note
