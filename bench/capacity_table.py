@@ -34,6 +34,7 @@ MEASURED = ROOT / "bench" / "results" / "capacity_measured.json"
 COSTS = ROOT / "bench" / "results" / "costs.json"
 DOC = ROOT / "docs" / "capacity.md"
 START, END = "<!-- capacity-table:start -->", "<!-- capacity-table:end -->"
+COSTS_START, COSTS_END = "<!-- capacity-costs:start -->", "<!-- capacity-costs:end -->"
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,40 @@ def table(filed: list[dict[str, Any]], unit: costs.UnitCosts, runs: int) -> str:
     return "\n".join([note, "", *crowd, "", *through])
 
 
+def costs_table() -> str:
+    """Every figure of costs.json: value, unit, pass, commit, date, load before/after."""
+    if not COSTS.exists():
+        return "bench/results/costs.json does not exist yet: run `make costs`."
+    meta = json.loads(COSTS.read_text())
+    lines = [
+        "| figure | value | unit | measured (commit, UTC) | 1-minute load before/after |",
+        "| --- " * 5 + "|",
+    ]
+    for name, e in meta["entries"].items():
+        m = e.get("machine", {})
+        dirty = "+local changes" if e.get("commit_dirty") else ""
+        lines.append(
+            f"| `{name}` | {e['value']:,.4g} | {e['unit']} | {e['commit']}{dirty}, "
+            f"{e['measured_at']} | {fmt(m.get('loadavg_1m_before'))} / "
+            f"{fmt(m.get('loadavg_1m_after'))} |"
+        )
+    machine = next(iter(meta["entries"].values()), {}).get("machine", {})
+    head = (
+        f"Machine: {machine.get('cpus')} CPUs ({machine.get('cpu_model')}), "
+        f"{machine.get('platform')}, Python {machine.get('python')}. Command: "
+        f"`{next(iter(meta['entries'].values()), {}).get('command')}`."
+    )
+    return "\n".join([head, "", *lines])
+
+
+def replace_between(doc: str, start: str, end: str, text: str) -> str:
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{DOC} lacks the {start} / {end} markers")
+    head, rest = doc.split(start, 1)
+    _old, tail = rest.split(end, 1)
+    return f"{head}{start}\n{text}\n{end}{tail}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--add", type=Path, help="a benchmark's JSON output to file")
@@ -220,15 +255,12 @@ def main() -> int:
         print(f"filed {len(new)} run(s) under {args.scenario}", file=sys.stderr)
     text = table(filed["runs"], load_costs(), args.runs)
     if args.print:
-        print(text)
+        print(text + "\n\n" + costs_table())
         return 0
-    doc = DOC.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{DOC} lacks the {START} / {END} markers")
-    head, rest = doc.split(START, 1)
-    _old, tail = rest.split(END, 1)
-    DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-    print(f"rewrote the table in {DOC} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
+    doc = replace_between(DOC.read_text(), START, END, text)
+    doc = replace_between(doc, COSTS_START, COSTS_END, costs_table())
+    DOC.write_text(doc)
+    print(f"rewrote the tables in {DOC} (load {os.getloadavg()[0]:.2f})", file=sys.stderr)
     return 0
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
-import yaml  # type: ignore[import-untyped]
 from flask import Flask
 from flask.cli import AppGroup
 from pydantic import ValidationError
@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from flask_app.capacity import costs, model, report, simulate
 from flask_app.capacity.inputs import PlanInput
 
+# PyYAML ships no type hints and its stubs are not a dependency: typed as Any on purpose.
+yaml: Any = importlib.import_module("yaml")
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_COSTS = ROOT / "bench" / "results" / "costs.json"
 
