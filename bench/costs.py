@@ -92,7 +92,7 @@ def provenance(argv: list[str]) -> dict[str, Any]:
             break
     dirty = [
         line
-        for line in git("status", "--porcelain").splitlines()
+        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
         if "bench/results/costs.json" not in line
     ]
     return {
