@@ -107,19 +107,27 @@ def runs_from(data: Any, scenario: Scenario, code: str, source: str) -> list[dic
         ]
     results = data.get("results", []) if isinstance(data, dict) else data
     out = []
-    for r in results:  # precision_qstash.py / precision.py / a scale-out harness
-        if r.get("n", scenario.n) != scenario.n:
+    for r in results:  # precision_qstash.py / precision.py / bench/scaleout.py
+        if "app" in r:  # bench/scaleout.py: {"app": {"prebookings", "lateness_ms", ...}}
+            app = r["app"]
+            n, lateness = app.get("prebookings", scenario.n), app.get("lateness_ms", {})
+            arrived = n - app.get("never_sent", 0)
+            inverted, load = app.get("fifo_inversions"), (r.get("loadavg_after") or [None])[0]
+        else:
+            n, lateness = r.get("n", scenario.n), r.get("vs_available_at_ms") or r
+            arrived, inverted = r.get("arrived", n), r.get("fifo_inversions")
+            load = r.get("loadavg_1m_after") or r.get("loadavg_1m")
+        if n != scenario.n:
             continue
-        lateness = r.get("vs_available_at_ms") or r.get("lateness_ms") or r
         out.append(
             stamp
             | {
-                "p50_ms": lateness.get("p50") or lateness.get("p50_ms"),
-                "p99_ms": lateness.get("p99") or lateness.get("p99_ms"),
-                "max_ms": lateness.get("max") or lateness.get("max_ms"),
-                "all_sent": r.get("arrived", scenario.n) >= scenario.n,
-                "fifo_inversions": r.get("fifo_inversions"),
-                "loadavg_1m": r.get("loadavg_1m_after") or r.get("loadavg_1m"),
+                "p50_ms": lateness.get("p50", lateness.get("p50_ms")),
+                "p99_ms": lateness.get("p99", lateness.get("p99_ms")),
+                "max_ms": lateness.get("max", lateness.get("max_ms")),
+                "all_sent": arrived >= n,
+                "fifo_inversions": inverted,
+                "loadavg_1m": load,
             }
         )
     return out
