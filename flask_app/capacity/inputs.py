@@ -118,7 +118,7 @@ class Storage(_Strict):
     """How long rows are kept (steady-state database size)."""
 
     prebooking_retention_days: PositiveFloat = 90.0
-    arrival_retention_days: PositiveFloat = 30.0
+    arrival_retention_days: PositiveFloat = 90.0  # ARRIVALS_RETENTION_DAYS (the cleanup job)
 
 
 class Prices(_Strict):
