@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck reliability bench clean postgres chromium
+.PHONY: run test lint typecheck reliability bench clean postgres chromium haproxy
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ postgres:
 chromium:
 	@scripts/ensure-chromium.sh
 
+## haproxy: make sure HAProxy is installed (the scale-out benchmark and its smoke test)
+haproxy:
+	@scripts/ensure-haproxy.sh
+
 ## test: the same set-up, then the whole suite; non-zero on any failure
-test: $(STAMP) postgres chromium
+test: $(STAMP) postgres chromium haproxy
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
 
