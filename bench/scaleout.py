@@ -318,11 +318,6 @@ class SandboxView:
             if c["class_id"] in class_ids and c["opens_at_ns"] is not None
         }
 
-    def gym_offset_ns(self) -> int:
-        """How far the gym's clock runs ahead of ours, if the sandbox says (issue 15 adds a
-        configurable offset); 0 until it does. The floor aims at opening - offset in ours."""
-        return int(self.state().get("clock_offset_ns") or 0)
-
     def arrivals(self, class_ids: set[str]) -> list[dict[str, Any]]:
         rows = httpx.get(f"{self.url}/_sandbox/arrivals", timeout=120).json()
         return [a for a in rows if a["class_id"] in class_ids]
@@ -503,39 +498,42 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_floor(
-    sandbox: SandboxView, tag: str, sizes: list[int], mode: str, lead_s: float
-) -> dict[str, Any]:
+def run_floor(sandbox: SandboxView, tag: str, sizes: list[int], mode: str) -> dict[str, Any]:
     """The same shape of burst from an ideal pre-connected sender (stub_floor.py, its own
-    process), into the same sandbox, at a later whole second; measured the same way."""
+    process), into the same sandbox, at the next whole second once it is connected; measured
+    the same way (against each floor class's opening as the sandbox holds it)."""
     n = sum(sizes)
-    opens = (datetime.now(UTC) + timedelta(seconds=lead_s + n / 1500)).replace(microsecond=0)
-    opens += timedelta(seconds=1)
     class_ids = [f"{tag}f{k}" for k in range(len(sizes))]
-    for class_id, size in zip(class_ids, sizes, strict=True):
-        sandbox.add_class(class_id, opens, size)
-    openings = sandbox.openings_ns(set(class_ids))
-    at_ns = openings[class_ids[0]] - sandbox.gym_offset_ns()
     done = subprocess.run(
         [sys.executable, str(BENCH / "stub_floor.py"), "--url", sandbox.url, "--n", str(n)]
-        + ["--classes", ",".join(class_ids), "--at-ns", str(at_ns), "--mode", mode],
+        + ["--classes", ",".join(class_ids), "--mode", mode],
         capture_output=True,
         text=True,
         check=True,
-        timeout=300,
+        timeout=600,
     )
+    report = json.loads(done.stdout.splitlines()[-1])
     members = {
         c: [f"floor-{c}-{i}" for i in range(size)] for c, size in zip(class_ids, sizes, strict=True)
     }
+    opens = datetime.fromisoformat(report["opens_at"])
     arrivals = wait_for_arrivals(sandbox, set(class_ids), n, opens, 10)
-    return measure(members, arrivals, openings) | {
-        "mode": mode,
-        "sender": json.loads(done.stdout.splitlines()[-1])["sender"],
-    }
+    openings = sandbox.openings_ns(set(class_ids))
+    return measure(members, arrivals, openings) | {"mode": mode, "sender": report["sender"]}
 
 
-def statuses(api: httpx.Client, ids: set[str]) -> dict[str, int]:
-    """Final status of this run's prebookings (the API's list, in pages of 10,000)."""
+def statuses(api: httpx.Client, ids: set[str], settle_s: float) -> dict[str, int]:
+    """Final status of this run's prebookings (the API's list, in pages of 10,000), once none
+    is pending or claimed any more, or after `settle_s`: the app is then quiet for the floor."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        counts = status_counts(api, ids)
+        if not counts.keys() & {"pending", "loaded"} or time.monotonic() > deadline:
+            return counts
+        time.sleep(1)
+
+
+def status_counts(api: httpx.Client, ids: set[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     cursor = None
     while True:
@@ -561,7 +559,7 @@ def one_run(
     lead_s = crowd_lead_s(scenario.n, dict(kv.split("=", 1) for kv in args.app_env))
     if not scenario.qstash:
         lead_s = 0.0
-    creating_s = scenario.n / rate * 1.5 + 1
+    creating_s = scenario.n / rate * 3 + 1  # a create costs more than a session PUT
     opens = datetime.now(UTC) + timedelta(seconds=creating_s + lead_s + args.lead_in)
     opens = opens.replace(microsecond=0) + timedelta(seconds=1)
     class_ids = sorted({c for c, _ in wanted})
@@ -584,7 +582,8 @@ def one_run(
         for c, ms in by_class_of(created).items()
     }
     app = measure(members, arrivals, openings)
-    floor = run_floor(sandbox, tag, [sizes[c] for c in class_ids], args.floor_mode, 2)
+    final = statuses(api, {c.id for c in created}, args.grace)
+    floor = run_floor(sandbox, tag, [sizes[c] for c in class_ids], args.floor_mode)
     app_p99, floor_p99 = app["lateness_ms"].get("p99"), floor["lateness_ms"].get("p99")
     return {
         "scenario": scenario.name,
@@ -597,7 +596,7 @@ def one_run(
             "margin_s": round(margin_s, 2),
         },
         "app": app,
-        "statuses": statuses(api, {c.id for c in created}),
+        "statuses": final,
         "floor": floor,
         "p99_ratio_to_floor": round(app_p99 / floor_p99, 2) if app_p99 and floor_p99 else None,
         "cron_pings": pings,

@@ -14,13 +14,14 @@ bookings at one class opening 1 s ahead and prints lateness against that instant
 receive stamps, `SO_TIMESTAMPNS`), FIFO inversions and the load average.
 
 With `--url`: fires into an already running sandbox (bench/scaleout.py's, for the same run's
-floor): `--classes a,b,c` already defined there, `--n` requests spread over them in turn
-(user `floor-<class>-<i>`), written at `--at-ns` (epoch ns, this machine's clock). It then
-prints one JSON line about the sender only; the caller measures from the sandbox's stamps.
+floor): `--n` requests spread in turn over `--classes a,b,c` (user `floor-<class>-<i>`). It
+connects first, then defines those classes (as many places as requests) opening at the next
+whole second, fires at that opening as the sandbox holds it, and prints one JSON line about
+the sender only; the caller measures from the sandbox's stamps.
 
     python bench/stub_floor.py --n 200 --stagger-ms 0
     python bench/stub_floor.py --n 200 --mode threads
-    python bench/stub_floor.py --url http://127.0.0.1:8090 --classes f1,f2 --n 40 --at-ns ...
+    python bench/stub_floor.py --url http://127.0.0.1:8090 --classes f1,f2 --n 40
 """
 
 from __future__ import annotations
@@ -121,9 +122,16 @@ def wait_until(target_ns: int) -> None:
         time.sleep(left / 1e9 - 0.003 if left > 3_000_000 else 0)
 
 
-def fire_line(host: str, port: int, bookings: list[Booking], at_ns: int) -> dict[str, float]:
-    """Write every prepared request back to back from this thread at `at_ns`."""
-    socks = connect(host, port, len(bookings))
+def fire_line(
+    host: str,
+    port: int,
+    bookings: list[Booking],
+    at_ns: int,
+    socks: list[socket.socket] | None = None,
+) -> dict[str, float]:
+    """Write every prepared request back to back from this thread at `at_ns` (over `socks`,
+    already connected, or new ones)."""
+    socks = socks or connect(host, port, len(bookings))
     payloads = [request_bytes(f"{host}:{port}", b) for b in bookings]
     gc.disable()
     try:
@@ -255,6 +263,39 @@ def standalone(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def gym_offset_ns(state: dict[str, object]) -> int:
+    """How far the gym's clock runs ahead of ours, if the sandbox says so (issue 15 gives it a
+    configurable clock offset); 0 until it does. A sender aims at opening - offset, ours."""
+    offset = state.get("clock_offset_ns") or 0
+    return int(offset) if isinstance(offset, int | float | str) else 0
+
+
+def into_running(args: argparse.Namespace) -> dict[str, object]:
+    """Connect first, then define the classes opening at the next whole second at least 0.5 s
+    ahead (so connecting never eats into the lead), then fire at that opening as the sandbox
+    holds it (minus the gym's clock offset)."""
+    class_ids = args.classes.split(",")
+    bookings = spread(class_ids, args.n)
+    parts = urlsplit(args.url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    socks = connect(host, port, len(bookings)) if args.mode == "line" else []
+    opens = (datetime.now(UTC) + timedelta(seconds=1.5)).replace(microsecond=0)
+    for class_id in class_ids:
+        size = sum(1 for b in bookings if b.class_id == class_id)
+        cls = {"class_id": class_id, "day": DAY, "opens_at": opens.isoformat(), "capacity": size}
+        admin(args.url, "POST", "/_sandbox/classes", cls)
+    state = admin(args.url, "GET", "/_sandbox/state")
+    assert isinstance(state, dict)
+    at_ns = min(
+        int(c["opens_at_ns"]) for c in state["classes"] if c["class_id"] in set(class_ids)
+    ) - gym_offset_ns(state)
+    if args.mode == "line":
+        sender = fire_line(host, port, bookings, at_ns, socks)
+    else:
+        sender = fire_threads(host, port, bookings, at_ns, args.stagger_ms)
+    return {"n": args.n, "mode": args.mode, "opens_at": opens.isoformat(), "sender": sender}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -263,17 +304,14 @@ def main() -> int:
     parser.add_argument("--mode", choices=("line", "threads"), default="line")
     parser.add_argument("--stagger-ms", type=float, default=0.0, help="threads mode only")
     parser.add_argument("--url", help="fire into this running sandbox instead of starting one")
-    parser.add_argument("--classes", help="with --url: comma-separated class ids defined there")
-    parser.add_argument("--at-ns", type=int, help="with --url: the instant, epoch ns")
+    parser.add_argument("--classes", help="with --url: comma-separated class ids to define")
     args = parser.parse_args()
     if args.url is None:
         print(json.dumps(standalone(args)))
         return 0
-    if not args.classes or args.at_ns is None:
-        parser.error("--url needs --classes and --at-ns")
-    bookings = spread(args.classes.split(","), args.n)
-    sender = fire(args.url, bookings, args.at_ns, args.mode, args.stagger_ms)
-    print(json.dumps({"n": args.n, "mode": args.mode, "sender": sender}))
+    if not args.classes:
+        parser.error("--url needs --classes")
+    print(json.dumps(into_running(args)))
     return 0
 
 
