@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
@@ -362,32 +363,43 @@ def put_sessions(api: httpx.Client, emails: list[str], threads: int) -> float:
 
 def create_all(
     api: httpx.Client, wanted: list[tuple[str, str]], opens: datetime, threads: int
-) -> list[Created]:
-    """Create the prebookings; each class's in sequence (its FIFO order), classes in parallel."""
+) -> tuple[list[Created], list[str]]:
+    """Create the prebookings; each class's in sequence (its FIFO order), classes in parallel.
+
+    A create the API did not answer with 201 (or not in time) is not retried: it is returned
+    as a failure (its outcome unknown to us; the run reports how many), the rest go on.
+    """
     by_class: dict[str, list[str]] = {}
     for class_id, email in wanted:
         by_class.setdefault(class_id, []).append(email)
 
-    def one_class(class_id: str) -> list[Created]:
-        made = []
+    def one_class(class_id: str) -> tuple[list[Created], list[str]]:
+        made, failed = [], []
         for email in by_class[class_id]:
             body = {
                 "user_email": email,
                 "available_at": opens.isoformat(),
                 "booking_data": {"box": "sandbox", "class_id": class_id, "day": DAY},
             }
-            resp = api.post("/api/prebookings", json=body)
-            resp.raise_for_status()
+            try:
+                resp = api.post("/api/prebookings", json=body)
+            except httpx.HTTPError as exc:
+                failed.append(f"{type(exc).__name__}")
+                continue
+            if resp.status_code != 201:
+                failed.append(f"HTTP {resp.status_code}")
+                continue
             row = resp.json()
             made.append(Created(row["id"], class_id, email, row["created_at"]))
-        return made
+        return made, failed
 
     with ThreadPoolExecutor(threads) as pool:
-        created = [c for chunk in pool.map(one_class, list(by_class)) for c in chunk]
+        chunks = list(pool.map(one_class, list(by_class)))
+    created = [c for made, _ in chunks for c in made]
     for members in by_class_of(created).values():
         for rank, c in enumerate(sorted(members, key=lambda c: (c.created_at, c.id))):
             c.rank = rank
-    return created
+    return created, [f for _, failed in chunks for f in failed]
 
 
 def by_class_of(created: list[Created]) -> dict[str, list[Created]]:
@@ -568,7 +580,7 @@ def one_run(
         sandbox.add_class(class_id, opens, sizes[class_id])
     openings = sandbox.openings_ns(set(class_ids))
     started = time.monotonic()
-    created = create_all(api, wanted, opens, args.create_threads)
+    created, create_failures = create_all(api, wanted, opens, args.create_threads)
     created_s = time.monotonic() - started
     # Below 0: the last prebookings were created after their QStash message was due (it was
     # then published due at once), so admission started late: the run is not the scenario.
@@ -600,6 +612,7 @@ def one_run(
             "create_s": round(created_s, 2),
             "margin_s": round(margin_s, 2),
         },
+        "create_failures": dict(Counter(create_failures)),
         "app": app,
         "statuses": final,
         "floor": floor,
@@ -624,6 +637,13 @@ def fmt(value: Any) -> str:
     )
 
 
+def statuses_cell(run: dict[str, Any]) -> str:
+    """Final statuses, and creates the API refused or did not answer in time, if any."""
+    cells = [f"{k} {v:,}" for k, v in sorted(run["statuses"].items())]
+    failed = sum(run["create_failures"].values())
+    return ", ".join(cells + ([f"**{failed:,} creates failed**"] if failed else []))
+
+
 def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     """One row per run; lateness in ms against the sandbox's opening."""
     head = (
@@ -641,7 +661,7 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
             f"| {fmt(r['floor']['lateness_ms'].get('p99'))} | {fmt(r['p99_ratio_to_floor'])} "
             f"| {app['early']} | {app['fifo_inversions']:,} ({app['classes_with_inversions']}) "
             f"| {app['got_place']:,} | {app['never_sent']:,} "
-            f"| {', '.join(f'{k} {v}' for k, v in sorted(r['statuses'].items()))} "
+            f"| {statuses_cell(r)} "
             f"| {r['lead']['margin_s']} | {r['loadavg_before'][0]} → {r['loadavg_after'][0]} |"
         )
     return "\n".join(lines)
