@@ -534,29 +534,34 @@ def run_floor(sandbox: SandboxView, tag: str, sizes: list[int], mode: str) -> di
     return measure(members, arrivals, openings) | {"mode": mode, "sender": report["sender"]}
 
 
-def statuses(api: httpx.Client, ids: set[str], settle_s: float) -> dict[str, int]:
-    """Final status of this run's prebookings (the API's list, in pages of 10,000), once none
-    is pending or claimed any more, or after `settle_s`: the app is then quiet for the floor."""
+def statuses(
+    api: httpx.Client, ids: set[str], settle_s: float
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Final status of this run's prebookings, and which path executed them (`executed_by`),
+    from the API's list (pages of 10,000), once none is pending or claimed any more, or after
+    `settle_s`: the app is then quiet for the floor."""
     deadline = time.monotonic() + settle_s
     while True:
-        counts = status_counts(api, ids)
+        counts, paths = status_counts(api, ids)
         if not counts.keys() & {"pending", "loaded"} or time.monotonic() > deadline:
-            return counts
+            return counts, paths
         time.sleep(1)
 
 
-def status_counts(api: httpx.Client, ids: set[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
+def status_counts(api: httpx.Client, ids: set[str]) -> tuple[dict[str, int], dict[str, int]]:
+    counts: Counter[str] = Counter()
+    paths: Counter[str] = Counter()
     cursor = None
     while True:
         params = {"limit": "10000"} | ({"cursor": cursor} if cursor else {})
         page = api.get("/api/prebookings", params=params, timeout=120).json()
         for item in page["items"]:
             if item["id"] in ids:
-                counts[item["status"]] = counts.get(item["status"], 0) + 1
+                counts[item["status"]] += 1
+                paths[str(item.get("executed_by"))] += 1
         cursor = page.get("next_cursor")
         if not cursor:
-            return counts
+            return dict(counts), dict(paths)
 
 
 def one_run(
@@ -599,7 +604,7 @@ def one_run(
         for c, ms in by_class_of(created).items()
     }
     app = measure(members, arrivals, openings)
-    final = statuses(api, {c.id for c in created}, args.grace)
+    final, executed_by = statuses(api, {c.id for c in created}, args.grace)
     floor = run_floor(sandbox, tag, [sizes[c] for c in class_ids], args.floor_mode)
     app_p99, floor_p99 = app["lateness_ms"].get("p99"), floor["lateness_ms"].get("p99")
     return {
@@ -615,6 +620,7 @@ def one_run(
         "create_failures": dict(Counter(create_failures)),
         "app": app,
         "statuses": final,
+        "executed_by": executed_by,
         "floor": floor,
         "p99_ratio_to_floor": round(app_p99 / floor_p99, 2) if app_p99 and floor_p99 else None,
         "cron_pings": pings,

@@ -104,5 +104,6 @@ def test_a_smoke_run_through_real_processes_accounts_for_every_prebooking(tmp_pa
     assert app["sent"] + app["never_sent"] == 20
     assert app["early"] <= app["sent"] and app["got_place"] <= app["sent"]
     assert sum(run["statuses"].values()) == 20  # every prebooking the API knows, counted once
+    assert sum(run["executed_by"].values()) == 20
     assert floor["prebookings"] == 20 and floor["sent"] + floor["never_sent"] == 20
     assert sum(run["lb_requests_per_instance"].values()) > 0  # the API was reached via HAProxy
