@@ -226,60 +226,84 @@ def database(kind: str) -> Iterator[str]:
         yield url
 
 
+def app_environment(
+    scenario: Scenario, args: argparse.Namespace, base: dict[str, str], urls: dict[str, str]
+) -> dict[str, str]:
+    """What every instance runs with: one database, one QStash, one sandbox, one session key,
+    APP_BASE_URL = the balancer (or the one instance), the pool inside the PostgreSQL budget."""
+    from cryptography.fernet import Fernet
+
+    processes = scenario.instances * scenario.workers
+    pools = pool_settings(processes, args.pg_budget) if scenario.db == "postgresql" else {}
+    env = base | {
+        "DATABASE_URL": urls["database"],
+        "QSTASH_ENABLED": str(scenario.qstash).lower(),
+        "LEGACY_CRON_ENABLED": str(scenario.legacy_cron).lower(),
+        "CRON_SECRET": CRON_SECRET,
+        "QSTASH_URL": urls["qstash"],
+        "APP_BASE_URL": urls["app"],
+        "AIMHARDER_BASE_URL": urls["sandbox"],
+        "API_TOKEN": API_TOKEN,
+        "SESSION_ENCRYPTION_KEYS": Fernet.generate_key().decode(),  # one key for all
+        "GUNICORN_WORKERS": str(scenario.workers),
+        **pools,
+    }
+    if args.threads:
+        env["GUNICORN_THREADS"] = str(args.threads)
+    return env | dict(kv.split("=", 1) for kv in args.app_env)
+
+
+@contextmanager
+def balancer(
+    base_env: dict[str, str], port: int, backends: list[str], balance: str
+) -> Iterator[str]:
+    """HAProxy in the foreground with a generated configuration; yields its stats URL."""
+    stats_port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-haproxy-") as folder:
+        config = Path(folder) / "haproxy.cfg"
+        config.write_text(haproxy_config(port, stats_port, backends, balance))
+        h_args = [ensure_haproxy(), "-f", str(config), "-db"]
+        stats_url = f"http://127.0.0.1:{stats_port}/stats"
+        with process(h_args, base_env, stats_url, "scaleout-haproxy"):
+            yield stats_url
+
+
 @contextmanager
 def stack(scenario: Scenario, args: argparse.Namespace) -> Iterator[Stack]:
     """Everything up (database, QStash, sandbox, instances, balancer); all stopped after."""
-    from cryptography.fernet import Fernet
-
     python = sys.executable
     auto = scenario.lb or scenario.instances > 1
     use_lb = auto if args.lb == "auto" else args.lb == "on"
-    qstash_port, sandbox_port, lb_port, stats_port = (free_port() for _ in range(4))
+    qstash_port, sandbox_port, lb_port = (free_port() for _ in range(3))
     ports = [free_port() for _ in range(scenario.instances)]
     instance_urls = [f"http://127.0.0.1:{p}" for p in ports]
-    app_url = f"http://127.0.0.1:{lb_port}" if use_lb else instance_urls[0]
+    urls = {
+        "app": f"http://127.0.0.1:{lb_port}" if use_lb else instance_urls[0],
+        "qstash": f"http://127.0.0.1:{qstash_port}",
+        "sandbox": f"http://127.0.0.1:{sandbox_port}",
+    }
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH", "GUNICORN"))}
-    with ExitStack() as stack_:
-        db_url = stack_.enter_context(database(scenario.db))
-        qstash_url = f"http://127.0.0.1:{qstash_port}"
+    with ExitStack() as parts:
+        urls["database"] = parts.enter_context(database(scenario.db))
         q_args = [python, "-m", "qstash_dev", "--port", str(qstash_port), "--quiet"]
-        stack_.enter_context(process(q_args, base_env, f"{qstash_url}/v2/keys", "scaleout-qstash"))
-        sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+        ready = f"{urls['qstash']}/v2/keys"
+        parts.enter_context(process(q_args, base_env, ready, "scaleout-qstash"))
         s_args = [python, "-m", "aimharder_sandbox", "--port", str(sandbox_port)]
-        stack_.enter_context(
-            process(s_args, base_env, f"{sandbox_url}/_sandbox/state", "scaleout-sandbox")
-        )
-        processes = scenario.instances * scenario.workers
-        pools = pool_settings(processes, args.pg_budget) if scenario.db == "postgresql" else {}
-        app_env = base_env | {
-            "DATABASE_URL": db_url,
-            "QSTASH_ENABLED": str(scenario.qstash).lower(),
-            "LEGACY_CRON_ENABLED": str(scenario.legacy_cron).lower(),
-            "CRON_SECRET": CRON_SECRET,
-            "QSTASH_URL": qstash_url,
-            "APP_BASE_URL": app_url,
-            "AIMHARDER_BASE_URL": sandbox_url,
-            "API_TOKEN": API_TOKEN,
-            "SESSION_ENCRYPTION_KEYS": Fernet.generate_key().decode(),  # one key for all
-            "GUNICORN_WORKERS": str(scenario.workers),
-            **pools,
-            **dict(kv.split("=", 1) for kv in args.app_env),
-        }
-        if args.threads:
-            app_env["GUNICORN_THREADS"] = str(args.threads)
+        ready = f"{urls['sandbox']}/_sandbox/state"
+        parts.enter_context(process(s_args, base_env, ready, "scaleout-sandbox"))
+        app_env = app_environment(scenario, args, base_env, urls)
         masters = []
         for i, (port, url) in enumerate(zip(ports, instance_urls, strict=True)):
             g_args = [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", *NO_CONTROL, "wsgi:app"]
             env = app_env | {"GUNICORN_BIND": f"127.0.0.1:{port}"}
             name = f"scaleout-gunicorn-{i + 1}"
-            masters.append(stack_.enter_context(process(g_args, env, f"{url}/api/health", name)))
+            masters.append(parts.enter_context(process(g_args, env, f"{url}/api/health", name)))
         stats_url = None
         if use_lb:
-            config = Path(stack_.enter_context(tempfile.TemporaryDirectory())) / "haproxy.cfg"
-            config.write_text(haproxy_config(lb_port, stats_port, instance_urls, args.balance))
-            h_args = [ensure_haproxy(), "-f", str(config), "-db"]
-            stats_url = f"http://127.0.0.1:{stats_port}/stats"
-            stack_.enter_context(process(h_args, base_env, stats_url, "scaleout-haproxy"))
+            stats_url = parts.enter_context(
+                balancer(base_env, lb_port, instance_urls, args.balance)
+            )
+        pools = {k: app_env[k] for k in ("DB_POOL_SIZE", "DB_MAX_OVERFLOW") if k in app_env}
         settings = {
             "db": scenario.db,
             "instances": scenario.instances,
@@ -290,7 +314,15 @@ def stack(scenario: Scenario, args: argparse.Namespace) -> Iterator[Stack]:
             "app_env": {k: app_env[k] for k in ("QSTASH_ENABLED", "LEGACY_CRON_ENABLED")}
             | dict(kv.split("=", 1) for kv in args.app_env),
         }
-        yield Stack(app_url, sandbox_url, qstash_url, instance_urls, masters, stats_url, settings)
+        yield Stack(
+            urls["app"],
+            urls["sandbox"],
+            urls["qstash"],
+            instance_urls,
+            masters,
+            stats_url,
+            settings,
+        )
 
 
 # --- the sandbox, seen from outside ---------------------------------------------------------
