@@ -83,6 +83,8 @@ def test_smoke_shrinks_a_scenario_to_one_instance_behind_the_balancer():
     assert (shrunk.n, shrunk.instances, shrunk.workers, shrunk.lb) == (20, 1, 2, True)
 
 
+# `slow`, not `reliability`: ~20-30 s, so it stays in `make test`, where it is the only check
+# that the harness still drives the current app end to end (the --help checks only import it).
 @pytest.mark.slow
 def test_a_smoke_run_through_real_processes_accounts_for_every_prebooking(tmp_path):
     """gunicorn (2 workers) behind HAProxy, PostgreSQL, qstash_dev, the sandbox, the floor:
