@@ -63,9 +63,10 @@ from precision_qstash import (  # noqa: E402
     private_database,
     process,
 )
-from webhook_throughput import fire  # noqa: E402
 
 from aimharder_sandbox.testing import Sandbox, run_sandbox  # noqa: E402
+from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY  # noqa: E402
+from qstash_dev.signing import sign  # noqa: E402
 
 PASSES = ("webhook", "crowd", "cron", "create", "qstash", "floor")
 EXECUTE_PATH = "/api/qstash/prebooking-execute"
@@ -73,6 +74,40 @@ CRON_PATH = "/api/cron/prebooking-scheduler"
 CRON_SECRET = "bench-cron"
 HOOK = ROOT / "bench" / "hooks" / "gunicorn_counting.py"
 TICK_S = os.sysconf("SC_CLK_TCK")
+
+
+def fire(client: httpx.Client, url: str, bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+    """Send every body once, signed for `url` as QStash signs; report rate, latency, statuses.
+
+    In-process on purpose: the figures here are the workers' CPU (read from /proc), not the
+    client's rate (bench/webhook_throughput.py measures throughput with its own process).
+    """
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+
+    def one(body: bytes) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "Upstash-Retried": "0",
+            "Upstash-Signature": sign(DEV_QSTASH_CURRENT_SIGNING_KEY, url, body),
+        }
+        started = time.perf_counter()
+        resp = client.post(url, content=body, headers=headers)
+        latencies.append((time.perf_counter() - started) * 1000)
+        statuses[str(resp.status_code)] = statuses.get(str(resp.status_code), 0) + 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, bodies))
+    wall = time.perf_counter() - started
+    return {
+        "deliveries": len(bodies),
+        "wall_s": round(wall, 2),
+        "per_s": round(len(bodies) / wall, 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "statuses": statuses,
+    }
 
 
 # --- where and on what the figures were taken --------------------------------------------
