@@ -12,7 +12,7 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import background, db, dbschema, paths, periodic, shim_plugs
+from flask_app import background, capacity, db, dbschema, paths, periodic, shim_plugs
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
 from flask_app.core import execution, sessions
@@ -53,6 +53,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migration.init_app(app)
     shim_plugs.init_app(app)
     periodic.init_app(app)
+    capacity.init_app(app)
     legacy_cron.init_app(app)  # the cron path: retiring it is deleting this line and legacy_cron/
     paths.check_coverage(app.config)
     return app
