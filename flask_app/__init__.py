@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import legacy_cron
 import migration
 from flask_app import db, dbschema, periodic, shim
 from flask_app.api import admin, errors, views
-from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
+from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, sessions
 from flask_app.observe import comparison, parity_cli
 from flask_app.qstash import cli as qstash_cli
@@ -26,11 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure an instance of the service."""
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
-    app.config.from_object(Defaults)
-    if test_config is None:
-        load_dotenv_file(ROOT)
-        app.config.update(settings_from_env(os.environ))
-    else:
+    app.config.update(FLASK_DEFAULTS)
+    configure(app, read_environment(ROOT) if test_config is None else None)
+    if test_config is not None:
         app.config.update(test_config)
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = default_database_url(app.instance_path)

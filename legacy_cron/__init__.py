@@ -10,9 +10,12 @@ from flask import Flask
 
 
 def init_app(app: Flask) -> None:
-    """Register the blueprint and the `cron` command group."""
+    """Add the CRON_* settings, register the blueprint and the `cron` command group."""
+    from flask_app.config import register_settings
     from legacy_cron.cli import cron_cli
+    from legacy_cron.settings import CronSettings
     from legacy_cron.views import bp
 
+    register_settings(app, CronSettings)
     app.register_blueprint(bp)
     app.cli.add_command(cron_cli)

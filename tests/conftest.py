@@ -16,6 +16,9 @@ from flask_app import create_app
 from flask_app.dbschema import upgrade
 from tests.fakes import FakeBookingClient
 
+# Processes the suite starts must not pick up a developer's `make run` settings (instance/dev.env).
+os.environ["DEV_ENV_FILE"] = ""
+
 API_TOKEN = "test-api-token"
 CRON_SECRET = "test-cron-secret"
 TABLES = ("arrivals", "task_results", "user_sessions", "prebookings")

@@ -138,18 +138,36 @@ def test_tally_counts_every_kind_of_result():
 
 
 def test_cron_settings_are_read_from_the_environment():
-    from flask_app.config import ConfigError, Defaults, settings_from_env
+    from flask_app.config import ConfigError, defaults, settings_from_env
+    from legacy_cron.settings import CronSettings
 
     env = {"CRON_TICK_BUDGET_S": "12", "CRON_STAGGER_MS": "0", "CRON_BATCH_LIMIT": "7"}
-    assert settings_from_env(env) == {
+    assert settings_from_env(env, CronSettings) == {
         "CRON_TICK_BUDGET_S": 12,
         "CRON_STAGGER_MS": 0,
         "CRON_BATCH_LIMIT": 7,
     }
-    assert (Defaults.CRON_TICK_BUDGET_S, Defaults.CRON_STAGGER_MS, Defaults.CRON_BATCH_LIMIT) == (
-        20,
-        50,
-        50,
-    )
+    assert defaults(CronSettings) == {
+        "CRON_TICK_BUDGET_S": 20,
+        "CRON_STAGGER_MS": 50,
+        "CRON_BATCH_LIMIT": 50,
+    }
     with pytest.raises(ConfigError, match="CRON_BATCH_LIMIT must be at least 1"):
-        settings_from_env({"CRON_BATCH_LIMIT": "0"})
+        settings_from_env({"CRON_BATCH_LIMIT": "0"}, CronSettings)
+
+
+def test_legacy_cron_brings_its_settings_into_the_app(monkeypatch, tmp_path):
+    from flask_app import create_app
+    from flask_app.config import ConfigError
+
+    monkeypatch.setenv("DEV_ENV_FILE", "")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    monkeypatch.setenv("CRON_BATCH_LIMIT", "7")
+    monkeypatch.setenv("CRON_SECRET", "from-the-env")
+    app = create_app()
+    assert (app.config["CRON_BATCH_LIMIT"], app.config["CRON_SECRET"]) == (7, "from-the-env")
+    assert app.config["CRON_TICK_BUDGET_S"] == 20
+    app.extensions["db"].engine.dispose()
+    monkeypatch.setenv("CRON_BATCH_LIMIT", "0")
+    with pytest.raises(ConfigError, match="CRON_BATCH_LIMIT must be at least 1"):
+        create_app()
