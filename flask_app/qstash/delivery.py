@@ -73,6 +73,7 @@ class RelayReport:
     published: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     errors: int = 0
+    unavailable: bool = False  # QStash could not be reached (or timed out): stop for now
 
     def to_json(self) -> dict[str, Any]:
         return {"published": self.published, "skipped": dict(self.skipped), "errors": self.errors}
@@ -181,6 +182,7 @@ def _send(planned: list[tuple[Prebooking, Message]], gateway: Gateway, report: R
     except QStashError as exc:
         log.warning("publishing %d prebooking(s) to QStash failed: %s", len(planned), exc)
         kind = "unavailable" if isinstance(exc, QStashUnavailable) else "rejected"
+        report.unavailable = isinstance(exc, QStashUnavailable)
         metrics.publish_error(kind)
         for row, _ in planned:
             row.qstash_error = f"publish: {exc}"[:2000]
@@ -214,6 +216,9 @@ def relay(session: Session, now: datetime, *, gateway: Gateway | None = None) ->
         report.published += part.published
         report.skipped.update(part.skipped)
         report.errors += part.errors
+        if part.unavailable:  # each further batch would wait out the timeout again
+            report.unavailable = True
+            return report
         after = (rows[-1].available_at, rows[-1].id)
 
 
