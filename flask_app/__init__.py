@@ -12,7 +12,7 @@ from flask import Flask
 import legacy_cron
 import migration
 from flask_app import db, dbschema, periodic, shim
-from flask_app.api import admin, errors, views
+from flask_app.api import admin, errors, login, tokens, views
 from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, sessions
 from flask_app.observe import comparison, parity_cli
@@ -45,6 +45,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     comparison.init_app(app)
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)
+    login.init_app(app)
+    tokens.init_app(app)
     migration.init_app(app)
     shim.init_app(app)
     periodic.init_app(app)

@@ -21,7 +21,8 @@ os.environ["DEV_ENV_FILE"] = ""
 
 API_TOKEN = "test-api-token"
 CRON_SECRET = "test-cron-secret"
-TABLES = ("arrivals", "task_results", "user_sessions", "prebookings")
+SECRET_KEY = "test-secret-key-that-signs-the-admin-session-cookie"
+TABLES = ("arrivals", "task_results", "user_sessions", "prebookings", "api_tokens")
 
 # The admin connection; each test session creates its own database next to `test` and drops it.
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -108,6 +109,7 @@ def app_config(
         "DATABASE_URL": db_url,
         "API_TOKEN": API_TOKEN,
         "CRON_SECRET": CRON_SECRET,
+        "SECRET_KEY": SECRET_KEY,
         "SESSION_ENCRYPTION_KEYS": fernet_key,
         "AIMHARDER_CLIENT": booking_client,
     } | app_overrides

@@ -7,8 +7,9 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from flask_app.api.auth import require_bearer
+from flask_app.api.auth import AuthError, current_principal, require
 from flask_app.api.errors import error
+from flask_app.api.tokens import Scope
 from flask_app.core import events, repository, sessions
 from flask_app.db import get_session
 from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
@@ -18,10 +19,37 @@ bp = Blueprint("api", __name__)
 _clock = SystemClock()
 
 
+#: Endpoints anyone may call (probes and the API's description).
+PUBLIC = {"api.health"}
+
+
 @bp.before_request
 def _authenticate() -> None:
-    if request.endpoint != "api.health":
-        require_bearer("API_TOKEN")
+    # Client tokens may use every endpoint here; a bound one only for its user (below).
+    if request.endpoint not in PUBLIC:
+        require(Scope.CLIENT)
+
+
+def _check_acts_for(user_email: str) -> None:
+    """A token bound to one user may not act for another.
+
+    Raises:
+        AuthError: 403 naming the bound user.
+    """
+    principal = current_principal()
+    if not principal.may_act_for(user_email):
+        raise AuthError(403, f"this token may only act for {principal.user_email}")
+
+
+def _visible(prebooking_id: str) -> None:
+    """Another user's prebooking does not exist for a bound token (404, as an unknown id).
+
+    Raises:
+        repository.NotFound
+    """
+    row = repository.get(get_session(), prebooking_id)
+    if not current_principal().may_act_for(row.user_email):
+        raise repository.NotFound(prebooking_id)
 
 
 @bp.errorhandler(repository.NotFound)
@@ -61,6 +89,7 @@ def _json_body() -> Any:
 @bp.post("/api/prebookings")
 def create_prebooking() -> tuple[Response, int]:
     body = PrebookingCreate.model_validate(_json_body())
+    _check_acts_for(body.user_email)
     session = get_session()
     row = repository.create(session, body, _clock.now())
     events.prebooking_created.send(_app(), prebooking=row, session=session)
@@ -70,6 +99,10 @@ def create_prebooking() -> tuple[Response, int]:
 @bp.get("/api/prebookings")
 def list_prebookings() -> Response:
     query = ListQuery.model_validate(request.args.to_dict())
+    bound = current_principal().user_email
+    if bound is not None:
+        _check_acts_for(query.user_email or bound)
+        query = query.model_copy(update={"user_email": bound})
     page = repository.list_page(get_session(), query)
     items = [repository.to_json(row) for row in page.items]
     return jsonify({"items": items, "next_cursor": page.next_cursor})
@@ -77,11 +110,13 @@ def list_prebookings() -> Response:
 
 @bp.get("/api/prebookings/<prebooking_id>")
 def get_prebooking(prebooking_id: str) -> Response:
+    _visible(prebooking_id)
     return jsonify(repository.to_json(repository.get(get_session(), prebooking_id)))
 
 
 @bp.delete("/api/prebookings/<prebooking_id>")
 def cancel_prebooking(prebooking_id: str) -> Response:
+    _visible(prebooking_id)
     session = get_session()
     row = repository.cancel(session, prebooking_id, _clock.now())
     events.prebooking_cancelled.send(_app(), prebooking=row, session=session)
@@ -91,6 +126,7 @@ def cancel_prebooking(prebooking_id: str) -> Response:
 @bp.put("/api/sessions/<user_email>")
 def put_session(user_email: str) -> Response:
     email = EmailOnly.model_validate({"user_email": user_email}).user_email.lower()
+    _check_acts_for(email)
     body = SessionPut.model_validate(_json_body())
     session = get_session()
     row = sessions.store_cookies(session, sessions.get_cipher(), email, body.cookies)
