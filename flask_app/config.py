@@ -1,8 +1,8 @@
 """Settings: CONTRACT.md's environment variables as typed pydantic-settings models.
 
 `settings_from_env(environ)` is the one pure parser (hand it any dict). A package that owns
-settings of its own (legacy_cron's CRON_*) defines a `BaseSettings` model with
-`model_config = SETTINGS_CONFIG` and adds it with `register_settings(app, Model)` from its
+settings of its own (legacy_cron: LEGACY_CRON_ENABLED, CRON_*) defines a `BaseSettings` model
+with `model_config = SETTINGS_CONFIG` and adds it with `register_settings(app, Model)` from its
 `init_app`, so deleting the package deletes its settings.
 
 Secrets are `SecretStr` in the models, so a settings object, its dump and every error message
@@ -60,7 +60,6 @@ class Settings(BaseSettings):
     QSTASH_ENABLED: bool = False
     QSTASH_SHADOW: bool = False
     QSTASH_ROLLOUT_PERCENT: Annotated[int, Field(ge=0, le=100)] = 100
-    LEGACY_CRON_ENABLED: bool = True
     QSTASH_URL: str = "http://127.0.0.1:8080"
     QSTASH_TOKEN: SecretStr = SecretStr(DEV_QSTASH_TOKEN)
     QSTASH_CURRENT_SIGNING_KEY: SecretStr = SecretStr(DEV_QSTASH_CURRENT_SIGNING_KEY)

@@ -30,7 +30,7 @@ def test_empty_environment_sets_nothing():
 def test_defaults_are_the_contracts():
     found = defaults()
     assert found["QSTASH_ENABLED"] is False and found["QSTASH_SHADOW"] is False
-    assert found["QSTASH_ROLLOUT_PERCENT"] == 100 and found["LEGACY_CRON_ENABLED"] is True
+    assert found["QSTASH_ROLLOUT_PERCENT"] == 100
     assert found["QSTASH_URL"] == "http://127.0.0.1:8080"
     assert found["APP_BASE_URL"] == "http://127.0.0.1:5000"
     assert found["QSTASH_TOKEN"] == DEV_QSTASH_TOKEN

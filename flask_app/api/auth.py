@@ -62,7 +62,7 @@ def authenticate() -> Principal:
     Raises:
         AuthError: see require().
     """
-    if not current_app.config.get("API_TOKEN") and not tokens.any_live(get_session()):
+    if not is_any_token_configured():
         raise AuthError(
             503,
             "no API token is configured (set API_TOKEN or run `flask --app wsgi tokens "
@@ -72,6 +72,11 @@ def authenticate() -> Principal:
     if found is None:
         raise AuthError(401, "invalid bearer token")
     return found
+
+
+def is_any_token_configured() -> bool:
+    """API_TOKEN is set, or a live stored token exists."""
+    return bool(current_app.config.get("API_TOKEN")) or tokens.any_live(get_session())
 
 
 def resolve(token: str) -> Principal | None:
@@ -131,6 +136,8 @@ def require_admin_page() -> Principal:
         return require(Scope.ADMIN)
     principal = _from_session()
     if principal is None:
+        if not is_any_token_configured():
+            return require(Scope.ADMIN)  # 503: nobody could log in
         raise LoginRequired()
     g.principal = principal
     return principal

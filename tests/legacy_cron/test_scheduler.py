@@ -138,22 +138,33 @@ def test_tally_counts_every_kind_of_result():
 
 
 def test_cron_settings_are_read_from_the_environment():
-    from flask_app.config import ConfigError, defaults, settings_from_env
-    from legacy_cron.settings import CronSettings
+    from flask_app.config import ConfigError
+    from legacy_cron.settings import DEFAULTS, settings_from_env
 
     env = {"CRON_TICK_BUDGET_S": "12", "CRON_STAGGER_MS": "0", "CRON_BATCH_LIMIT": "7"}
-    assert settings_from_env(env, CronSettings) == {
+    assert settings_from_env(env | {"LEGACY_CRON_ENABLED": "off", "CRON_SECRET": " s "}) == {
         "CRON_TICK_BUDGET_S": 12,
         "CRON_STAGGER_MS": 0,
         "CRON_BATCH_LIMIT": 7,
+        "LEGACY_CRON_ENABLED": False,
+        "CRON_SECRET": "s",
     }
-    assert defaults(CronSettings) == {
-        "CRON_TICK_BUDGET_S": 20,
-        "CRON_STAGGER_MS": 50,
-        "CRON_BATCH_LIMIT": 50,
-    }
+    limits = (
+        DEFAULTS["CRON_TICK_BUDGET_S"],
+        DEFAULTS["CRON_STAGGER_MS"],
+        DEFAULTS["CRON_BATCH_LIMIT"],
+    )
+    assert limits == (20, 50, 50)
     with pytest.raises(ConfigError, match="CRON_BATCH_LIMIT must be at least 1"):
-        settings_from_env({"CRON_BATCH_LIMIT": "0"}, CronSettings)
+        settings_from_env({"CRON_BATCH_LIMIT": "0"})
+
+
+def test_the_app_owns_the_cron_settings_only_through_legacy_cron(app):
+    from flask_app.config import Settings, defaults
+
+    assert not [name for name in Settings.model_fields if "CRON" in name]
+    assert not [name for name in defaults() if "CRON" in name]
+    assert app.config["CRON_BATCH_LIMIT"] == 50 and app.config["LEGACY_CRON_ENABLED"] is True
 
 
 def test_legacy_cron_brings_its_settings_into_the_app(monkeypatch, tmp_path):
