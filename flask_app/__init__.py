@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from flask_app import db, dbschema, paths, periodic, shim
 from flask_app.api import admin, errors, login, tokens, views
 from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, sessions
-from flask_app.observe import comparison, parity_cli
+from flask_app.observe import comparison, logs, parity_cli
 from flask_app.qstash import cli as qstash_cli
 from flask_app.qstash import gateway, publish, webhook
 
@@ -31,7 +30,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = default_database_url(app.instance_path)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.init_app(app)
     errors.register(app)
     db.init_app(app)
     dbschema.init_app(app)

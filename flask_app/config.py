@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from flask import Flask
@@ -78,6 +78,7 @@ class Settings(BaseSettings):
     # process (flask_app/aimharder/firing.py); false: every delivery thread books through httpx.
     AIMHARDER_FIRING_LINE: bool = True
     TASK_IMPORTS: str = ""
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"  # JSON lines on stderr
     TASK_ALWAYS_EAGER: bool | None = None  # None: the shim's own setting (Celery's default)
     CLAIM_LEASE_SECONDS: PositiveInt = 60
     # Database connections per process (PostgreSQL): the pool, plus overflow in bursts. Every
@@ -282,7 +283,10 @@ def _bounds(model: type[BaseSettings], name: str) -> str | None:
 
 
 def _msg(message: str) -> str:
-    return message.removeprefix("Value error, ")
+    message = message.removeprefix("Value error, ")
+    return (
+        "must be " + message.removeprefix("Input should be ") if "should be" in message else message
+    )
 
 
 # --- wiring into the app --------------------------------------------------------------------

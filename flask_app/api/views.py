@@ -13,6 +13,7 @@ from flask_app.api.errors import error
 from flask_app.api.tokens import Scope
 from flask_app.core import events, repository, sessions
 from flask_app.db import get_session
+from flask_app.observe import logs
 from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.timing import SystemClock
 
@@ -93,6 +94,7 @@ def create_prebooking() -> tuple[Response, int]:
     _check_acts_for(body.user_email)
     session = get_session()
     row = repository.create(session, body, _clock.now())
+    logs.bind(prebooking_id=row.id)
     events.prebooking_created.send(_app(), prebooking=row, session=session)
     return jsonify(repository.to_json(row)), 201
 
