@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from flask_app.api.auth import require, require_admin_page
 from flask_app.api.errors import error
@@ -35,5 +35,7 @@ def parity_page() -> Response:
 def metrics_text() -> Response:
     # Public like most scrape targets: counts and timings only, no ids, emails or tokens.
     found = metrics.get_metrics()
+    if found is not None:
+        found.set_flags(current_app.config)
     body = found.exposition() if found is not None else b""
     return Response(body, content_type=metrics.CONTENT_TYPE)
