@@ -14,7 +14,7 @@ from flask_app import db, dbschema, paths, periodic, shim
 from flask_app.api import admin, errors, login, tokens, views
 from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, sessions
-from flask_app.observe import comparison, logs, parity_cli
+from flask_app.observe import comparison, logs, parity_cli, readiness
 from flask_app.qstash import cli as qstash_cli
 from flask_app.qstash import gateway, publish, webhook
 
@@ -33,6 +33,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app)
     errors.register(app)
     db.init_app(app)
+    readiness.init_app(app)
     dbschema.init_app(app)
     sessions.init_app(app)
     gateway.init_app(app)

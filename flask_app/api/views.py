@@ -13,7 +13,7 @@ from flask_app.api.errors import error
 from flask_app.api.tokens import Scope
 from flask_app.core import events, repository, sessions
 from flask_app.db import get_session
-from flask_app.observe import logs
+from flask_app.observe import logs, readiness
 from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.timing import SystemClock
 
@@ -22,7 +22,7 @@ _clock = SystemClock()
 
 
 #: Endpoints anyone may call (probes and the API's description).
-PUBLIC = {"api.health"}
+PUBLIC = {"api.health", "api.ready"}
 
 
 @bp.before_request
@@ -144,7 +144,8 @@ def put_session(user_email: str) -> Response:
 
 
 @bp.get("/api/health")
-def health() -> Response:
+def health() -> tuple[Response, int]:
+    """Liveness plus the flags in force; 503 when the database does not answer."""
     cfg = current_app.config
     flags = {
         name: cfg.get(name)
@@ -160,13 +161,30 @@ def health() -> Response:
         name: bool(cfg.get(name))
         for name in ("API_TOKEN", "CRON_SECRET", "SESSION_ENCRYPTION_KEYS")
     }
-    return jsonify(
-        {
-            "status": "ok",
-            "flags": flags,
-            "configured": configured,
-            "paths": {p.name: paths.coverage_of(p, cfg) for p in paths.registered()},
-            "qstash_url": cfg["QSTASH_URL"],
-            "app_base_url": cfg["APP_BASE_URL"],
-        }
-    )
+    database = readiness.database(_app())
+    body = {
+        "status": "ok" if database.ok else "degraded",
+        "database": database.detail,
+        "flags": flags,
+        "configured": configured,
+        "paths": {p.name: paths.coverage_of(p, cfg) for p in paths.registered()},
+        "qstash_url": cfg["QSTASH_URL"],
+        "app_base_url": cfg["APP_BASE_URL"],
+    }
+    if not database.ok:
+        body["error"] = f"database {database.detail}"
+    return jsonify(body), 200 if database.ok else 503
+
+
+@bp.get("/api/ready")
+def ready() -> tuple[Response, int]:
+    """Readiness for a load balancer: every registered check holds (observe/readiness.py)."""
+    checks = readiness.run(_app())
+    failed = [c.name for c in checks if not c.ok]
+    body: dict[str, Any] = {
+        "status": "not ready" if failed else "ready",
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+    }
+    if failed:
+        body["error"] = f"not ready: {', '.join(failed)}"
+    return jsonify(body), 503 if failed else 200
