@@ -11,7 +11,7 @@ from flask import Flask
 import legacy_cron
 import migration
 from flask_app import db, dbschema, paths, periodic, shim
-from flask_app.api import admin, errors, login, tokens, views
+from flask_app.api import admin, errors, login, openapi, tokens, views
 from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, sessions
 from flask_app.observe import comparison, logs, parity_cli, readiness
@@ -40,6 +40,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     execution.init_app(app)
     publish.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)
     comparison.init_app(app)
