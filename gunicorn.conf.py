@@ -20,6 +20,9 @@ keepalive = 75  # QStash and its local stand-in reuse connections
 worker_connections = 2000
 accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # unset: no access log (the app logs requests)
 preload_app = False
+# gunicorn >= 25 opens a control socket at $HOME/.gunicorn/gunicorn.ctl by default: one path
+# shared by every gunicorn of the user (tests, benches, several stacks). Not used here.
+control_socket_disable = True
 # gunicorn's own lines (and its access log, if on) in the app's JSON format, on stderr.
 logconfig_dict = {
     "version": 1,
