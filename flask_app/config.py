@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     QSTASH_MAX_LEAD_SECONDS: Annotated[float, Field(ge=1, le=600)] = 60.0
     QSTASH_FIRE_STAGGER_MS: Annotated[float, Field(ge=0, le=100)] = 0.01
     QSTASH_MAX_DELAY: timedelta = timedelta(days=7)
+    # Arrivals older than this are deleted by the daily cleanup (celery.backend_cleanup), and a
+    # parity report cannot reach further back.
+    ARRIVALS_RETENTION_DAYS: PositiveInt = 90
 
     @field_validator("QSTASH_ROLLOUT_PERCENT", mode="before")
     @classmethod

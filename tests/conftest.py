@@ -22,7 +22,15 @@ os.environ["DEV_ENV_FILE"] = ""
 API_TOKEN = "test-api-token"
 CRON_SECRET = "test-cron-secret"
 SECRET_KEY = "test-secret-key-that-signs-the-admin-session-cookie"
-TABLES = ("arrivals", "task_results", "user_sessions", "prebookings", "api_tokens")
+TABLES = (
+    "arrivals",
+    "task_chord_parts",
+    "task_chords",
+    "task_results",
+    "user_sessions",
+    "prebookings",
+    "api_tokens",
+)
 
 # The admin connection; each test session creates its own database next to `test` and drops it.
 POSTGRES_ADMIN_URL = os.environ.get(

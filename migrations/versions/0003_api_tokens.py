@@ -1,7 +1,7 @@
 """api tokens: scoped, hashed bearer tokens
 
-Revision ID: 0002_api_tokens
-Revises: 0001
+Revision ID: 0003_api_tokens
+Revises: 0002
 Create Date: 2026-12-01 15:40:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import flask_app.models
 
-revision = "0002_api_tokens"
-down_revision = "0001"
+revision = "0003_api_tokens"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
