@@ -112,3 +112,12 @@ def test_scrub_replaces_credential_shapes_and_known_values():
     assert text == (
         "Authorization: [redacted] token=[redacted] jwt=[redacted] keys [redacted] and [redacted]"
     )
+
+
+def test_a_published_message_forwards_the_request_id_to_its_delivery():
+    from flask_app.qstash.gateway import Message, _request
+
+    msg = Message(url="https://x.example/api/qstash/prebooking-execute", body={})
+    assert "X-Request-ID" not in _request(msg)["headers"]
+    with logs.bound(request_id="req-7"):
+        assert _request(msg)["headers"]["X-Request-ID"] == "req-7"

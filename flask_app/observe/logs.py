@@ -138,6 +138,11 @@ def bound(**fields: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
+def current_request_id() -> str | None:
+    """The request id bound in this context, if any (outbound calls forward it)."""
+    return (_context.get() or {}).get("request_id")
+
+
 def request_id_for(raw: str | None) -> str:
     """The caller's X-Request-ID when it is a sane id, else a fresh one."""
     return raw if raw and _REQUEST_ID.fullmatch(raw) else uuid.uuid4().hex

@@ -22,6 +22,8 @@ from qstash import QStash
 from qstash import errors as sdk_errors
 from qstash.message import BatchRequest, FlowControl
 
+from flask_app.observe import logs
+
 T = TypeVar("T")
 _EXT = "qstash"
 
@@ -66,7 +68,8 @@ def _request(msg: Message) -> BatchRequest:
         "url": msg.url,
         "body": json.dumps(msg.body),
         "content_type": "application/json",
-        "headers": dict(msg.headers),
+        # QStash forwards it to the delivery, so both ends log the same request id.
+        "headers": _with_request_id(msg.headers),
     }
     if msg.not_before is not None:
         req["not_before"] = msg.not_before
@@ -85,6 +88,11 @@ def _request(msg: Message) -> BatchRequest:
     if msg.flow_control is not None:
         req["flow_control"] = msg.flow_control
     return req
+
+
+def _with_request_id(headers: dict[str, str]) -> dict[str, str]:
+    request_id = logs.current_request_id()
+    return ({"X-Request-ID": request_id} if request_id else {}) | dict(headers)
 
 
 def _classify(exc: Exception) -> QStashError:
