@@ -4,9 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+COSTS_ARGS ?=
 JS_SDK := tests/qstash_dev/js
 
-.PHONY: run test lint typecheck reliability bench clean postgres chromium js-sdk lock
+.PHONY: run test lint typecheck reliability bench clean postgres chromium js-sdk haproxy costs lock
 
 # Installs exactly the locked versions, each checked against its hash (docs/dependencies.md).
 $(STAMP): requirements-dev.lock
@@ -35,6 +36,10 @@ postgres:
 chromium:
 	@scripts/ensure-chromium.sh
 
+## haproxy: make sure HAProxy is installed (the scale-out benchmark and its smoke test)
+haproxy:
+	@scripts/ensure-haproxy.sh
+
 ## js-sdk: install the official JS SDK pinned in tests/qstash_dev/js/package-lock.json (npm ci)
 js-sdk: $(JS_SDK)/node_modules/.installed
 
@@ -46,7 +51,7 @@ $(JS_SDK)/node_modules/.installed: $(JS_SDK)/package.json $(JS_SDK)/package-lock
 	touch $@
 
 ## test: the same set-up, then the whole suite; non-zero on any failure
-test: $(STAMP) postgres chromium js-sdk
+test: $(STAMP) postgres chromium js-sdk haproxy
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
 
@@ -54,6 +59,10 @@ test: $(STAMP) postgres chromium js-sdk
 reliability: $(STAMP) postgres
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+## costs: measure the capacity model's unit costs on this code -> bench/results/costs.json (~3 min; run alone)
+costs: $(STAMP) postgres
+	$(PY) bench/costs.py $(COSTS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

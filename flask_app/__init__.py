@@ -10,7 +10,7 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import db, dbschema, paths, periodic, shim_plugs
+from flask_app import capacity, db, dbschema, paths, periodic, shim_plugs
 from flask_app.api import admin, errors, login, openapi, tokens, views
 from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, sessions
@@ -51,6 +51,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migration.init_app(app)
     shim_plugs.init_app(app)
     periodic.init_app(app)
+    capacity.init_app(app)
     legacy_cron.init_app(app)  # the cron path: retiring it is deleting this line and legacy_cron/
     paths.check_coverage(app.config)
     return app
