@@ -4,15 +4,24 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+COSTS_ARGS ?=
 JS_SDK := tests/qstash_dev/js
 
-.PHONY: run test retire-legacy-check lint typecheck reliability bench clean postgres chromium js-sdk
+.PHONY: run test retire-legacy-check lint typecheck reliability bench clean postgres chromium js-sdk haproxy costs lock
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Installs exactly the locked versions, each checked against its hash (docs/dependencies.md).
+$(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
+
+## lock: re-resolve requirements.txt (+ requirements-dev.txt) into the hashed lock files
+LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+              --no-emit-find-links --no-emit-trusted-host
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock requirements.txt
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -c requirements.lock \
+	    -o requirements-dev.lock requirements.txt requirements-dev.txt
 
 ## run: the whole local stack in the foreground (app :5000, QStash :8080, AimHarder sandbox, cron pinger)
 run: $(STAMP)
@@ -27,6 +36,10 @@ postgres:
 chromium:
 	@scripts/ensure-chromium.sh
 
+## haproxy: make sure HAProxy is installed (the scale-out benchmark and its smoke test)
+haproxy:
+	@scripts/ensure-haproxy.sh
+
 ## js-sdk: install the official JS SDK pinned in tests/qstash_dev/js/package-lock.json (npm ci)
 js-sdk: $(JS_SDK)/node_modules/.installed
 
@@ -38,7 +51,7 @@ $(JS_SDK)/node_modules/.installed: $(JS_SDK)/package.json $(JS_SDK)/package-lock
 	touch $@
 
 ## test: the same set-up, then the whole suite; non-zero on any failure
-test: $(STAMP) postgres chromium js-sdk
+test: $(STAMP) postgres chromium js-sdk haproxy
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
 
@@ -51,6 +64,10 @@ retire-legacy-check: $(STAMP) postgres
 reliability: $(STAMP) postgres
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m reliability tests/reliability tests/legacy_cron/reliability $(PYTEST_ARGS)
+
+## costs: measure the capacity model's unit costs on this code -> bench/results/costs.json (~3 min; run alone)
+costs: $(STAMP) postgres
+	$(PY) bench/costs.py $(COSTS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

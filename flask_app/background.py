@@ -97,7 +97,6 @@ class Runner:
         self.clock = clock
         self.owner = process_owner()
         self.jobs: dict[str, Job] = {}
-        self.results: dict[str, Any] = {}  # each job's last result (or the exception it raised)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -128,7 +127,6 @@ class Runner:
             if job.lease and not self._leased(job, now):
                 continue
             ran[job.name] = self._run(job, now)
-        self.results.update(ran)
         return ran
 
     def _leased(self, job: Job, now: datetime) -> bool:

@@ -223,21 +223,18 @@ class JobLease(Base):
     version: Mapped[str | None] = mapped_column(String(64))  # what the holder did it for
 
 
-class TaskResult(Base):
-    """State and result of one task of the Celery-compatible shim (its result backend)."""
+class ApiToken(Base):
+    """A scoped API token, stored as the SHA-256 of the token (the token is shown once)."""
 
-    __tablename__ = "task_results"
+    __tablename__ = "api_tokens"
 
-    task_id: Mapped[str] = mapped_column(String(155), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(255), index=True)
-    state: Mapped[str] = mapped_column(String(50), default="PENDING")
-    result: Mapped[str | None] = mapped_column(Text)  # Celery-JSON encoded value or exception
-    traceback: Mapped[str | None] = mapped_column(Text)
-    retries: Mapped[int] = mapped_column(Integer, default=0)
-    args: Mapped[str | None] = mapped_column(Text)
-    kwargs: Mapped[str | None] = mapped_column(Text)
-    qstash_message_id: Mapped[str | None] = mapped_column(String(128))
-    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
-    date_done: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(16))  # admin | client
+    # A client token bound to one user sees and changes only that user's data.
+    user_email: Mapped[str | None] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The token's first characters, so operators can tell tokens apart.
+    prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

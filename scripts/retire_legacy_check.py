@@ -40,6 +40,7 @@ SUITES = (
     "tests/test_comparison.py",
     "tests/reliability",
     "tests/test_imports.py",
+    "tests/shim/test_imports.py",
 )
 
 

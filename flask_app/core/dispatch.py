@@ -46,13 +46,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from functools import partial
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from pydantic import Field
+from pydantic_settings import BaseSettings
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from flask_app import config
 from flask_app.aimharder.answers import AnswerReader
 from flask_app.aimharder.client import BookingOutcome, BookingResult, PreparedBooking
 from flask_app.core.execution import (
@@ -84,6 +87,36 @@ MARK_PER_MEMBER = timedelta(microseconds=200)
 
 
 # --- settings and collaborators -------------------------------------------------------------
+
+
+class DispatchConfig(BaseSettings):
+    """The dispatcher's variables (docs/firing.md), registered by `init_app`."""
+
+    model_config = config.SETTINGS_CONFIG
+
+    # A class's leader is elected, adopts and prepares its members this long before the
+    # instant; raise it for classes of thousands over TLS.
+    DISPATCH_LEAD_MS: Annotated[float, Field(ge=50, le=30_000)] = 1000.0
+    # A class whose instant has passed fires this long after its election.
+    DISPATCH_LATE_DELAY_MS: Annotated[float, Field(ge=0, le=5_000)] = 100.0
+    # Followers rescue members still unsent this long after the anchor (a dead leader's).
+    DISPATCH_WATCHDOG_MS: Annotated[float, Field(ge=10, le=10_000)] = 250.0
+    # Prebookings one process holds, waiting or in flight; beyond, deliveries get 503.
+    DISPATCH_MAX_HELD: Annotated[int, Field(ge=1, le=10_000_000)] = 20_000
+    # Too-early and transient answers are sent again up to this many times, within the
+    # window of the first send, the k-th no earlier than the gap × 2^(k-1) after the answer.
+    DISPATCH_RESEND_MAX: Annotated[int, Field(ge=0, le=20)] = 3
+    DISPATCH_RESEND_WINDOW_MS: Annotated[float, Field(ge=0, le=10_000)] = 1000.0
+    DISPATCH_RESEND_GAP_MS: Annotated[float, Field(ge=0, le=1_000)] = 10.0
+    # False: no adoption; every process fires its own members at rank-derived instants.
+    DISPATCH_LEADER: bool = True
+    # The sweep (core/sweep.py): how often, how far ahead, when a published prebooking still
+    # pending counts as overdue (never before QStash's delivery could still arrive), and how
+    # many claims without an outcome before it fails.
+    DISPATCH_SWEEP_INTERVAL_S: Annotated[float, Field(ge=0.05, le=60)] = 0.5
+    DISPATCH_SWEEP_HORIZON_S: Annotated[float, Field(ge=0.5, le=600)] = 5.0
+    DISPATCH_OVERDUE_MS: Annotated[float, Field(ge=0, le=60_000)] = 1500.0
+    DISPATCH_MAX_CLAIMS: Annotated[int, Field(ge=1, le=100)] = 3
 
 
 @dataclass(frozen=True)
@@ -1068,7 +1101,8 @@ def _raise_open_files_limit() -> None:
 
 
 def init_app(app: Any, *, telemetry: Telemetry | None = None) -> None:
-    """Build the app's Dispatcher over its Executor (after execution.init_app)."""
+    """Register the DISPATCH_* settings and build the app's Dispatcher over its Executor
+    (after execution.init_app)."""
     from flask_app.core import sessions
     from flask_app.core.execution import get_executor
 
@@ -1081,6 +1115,7 @@ def init_app(app: Any, *, telemetry: Telemetry | None = None) -> None:
             return {email: exc for email in emails}
         return sessions.load_many(session, cipher, emails)
 
+    config.register_settings(app, DispatchConfig)
     app.extensions[_EXT] = Dispatcher(
         get_executor(app),
         DispatchSettings.from_config(app.config),

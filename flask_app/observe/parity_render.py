@@ -137,15 +137,8 @@ def _executed(report: ParityReport) -> str:
 
 
 def _prebooking_header(report: ParityReport) -> list[str]:
-    return [
-        "prebooking",
-        "available at",
-        "status",
-        "executed by",
-        "outcome",
-        "first",
-        *report.paths,
-    ]
+    fixed = ["prebooking", "available at", "status", "executed by", "outcome", "first"]
+    return [*fixed, *report.paths]
 
 
 def _prebooking_rows(report: ParityReport) -> list[list[str]]:
@@ -243,18 +236,7 @@ def to_html(report: ParityReport) -> str:
         "<h2>Aggregate</h2>",
         _html_table(["metric", "value"], _aggregate_rows(report)),
         f"<h2>Latest prebookings (up to {TABLE_ROWS})</h2>",
-        _html_table(
-            [
-                "prebooking",
-                "available at",
-                "status",
-                "executed by",
-                "outcome",
-                "first",
-                *report.paths,
-            ],
-            _prebooking_rows(report),
-        ),
+        _html_table(_prebooking_header(report), _prebooking_rows(report)),
         "</main></body></html>",
     ]
     return "\n".join(parts)

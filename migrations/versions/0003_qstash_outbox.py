@@ -1,7 +1,7 @@
 """QStash outbox, job leases, DLQ count and reason on prebookings
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_qstash_outbox
+Revises: 0002
 Create Date: 2026-12-01 16:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import flask_app.models
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003_qstash_outbox"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
