@@ -1,7 +1,7 @@
 """class key on prebookings, fire_groups (dispatcher: FIFO per class across processes)
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005_class_key
+Revises: 0004_api_tokens
 Create Date: 2026-11-26 09:00:00
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import flask_app.models
 
-revision = "0003"
-down_revision = "0002"
+revision = "0005_class_key"
+down_revision = "0004_api_tokens"
 branch_labels = None
 depends_on = None
 
