@@ -185,8 +185,8 @@ def test_cli_report_in_markdown_by_default(app, runner, due, clock):
     race(app, clock, due.id)
     out = runner.invoke(args=["parity", "report"])
     assert out.exit_code == 0, out.output
-    assert out.output.startswith("# Parity report: cron vs QStash")
-    assert "| executions won | 0 | 1 | 0 |" in out.output
+    assert out.output.startswith("# Parity report: cron vs fallback vs QStash")
+    assert "| executions won | 0 | 0 | 1 | 0 |" in out.output  # cron, fallback, qstash, shadow
 
 
 def test_cli_report_writes_html_to_a_file(app, runner, due, clock, tmp_path):
@@ -195,7 +195,7 @@ def test_cli_report_writes_html_to_a_file(app, runner, due, clock, tmp_path):
     out = runner.invoke(args=["parity", "report", "--format", "html", "--output", str(target)])
     assert out.exit_code == 0, out.output
     assert f"wrote html parity report to {target}: NOT READY" in out.output
-    assert target.read_text().count("<svg class='hist'") == 3
+    assert target.read_text().count("<svg class='hist'") == 4  # cron, fallback, qstash, shadow
 
 
 @pytest.mark.parametrize("since", ["yesterday", "2026-11-30T10:00:00", "9999-01-01T00:00:00Z"])
@@ -216,7 +216,7 @@ def test_api_parity_returns_the_report(app, client, auth, due, clock):
     assert response.status_code == 200
     body = response.get_json()
     assert body["since"] == (NOW + timedelta(minutes=1) - timedelta(minutes=30)).isoformat()
-    assert body["executed_by"] == {"cron": 0, "qstash": 1, "shadow": 0}
+    assert body["executed_by"] == {"cron": 0, "fallback": 0, "qstash": 1, "shadow": 0}
 
 
 def test_api_parity_rejects_a_bad_since_with_422(client, auth):
@@ -236,7 +236,7 @@ def test_admin_page_is_html_with_plots(app, client, auth, due, clock):
     response = client.get("/admin/parity", headers=auth)
     assert response.status_code == 200 and response.mimetype == "text/html"
     page = response.get_data(as_text=True)
-    assert page.count("<svg class='hist'") == 3 and "<svg id='wins'" in page
+    assert page.count("<svg class='hist'") == 4 and "<svg id='wins'" in page
     assert due.id in page
 
 

@@ -18,10 +18,10 @@ from flask_app.core.dispatch import (
     Arrival,
     Dispatcher,
     DispatchSettings,
-    elect,
     get_dispatcher,
 )
 from flask_app.core.execution import adopt, claim, get_executor
+from flask_app.core.fire_groups import elect
 from flask_app.models import FireGroup
 from tests.factories import booking_data, make_prebooking, reload, store_session
 from tests.fakes import FakeClock, result

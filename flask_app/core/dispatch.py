@@ -50,8 +50,6 @@ from typing import Annotated, Any, Protocol
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -73,8 +71,9 @@ from flask_app.core.execution import (
     record,
     release,
 )
+from flask_app.core.fire_groups import elect
 from flask_app.core.prebooking import PrebookingStatus
-from flask_app.models import FireGroup, is_valid_id
+from flask_app.models import is_valid_id
 from flask_app.timing import Clock
 
 log = logging.getLogger(__name__)
@@ -307,61 +306,6 @@ class Group:
     watchdog_at: datetime | None = None
     ready: list[Member] = field(default_factory=list)  # the leader's, prepared, not yet marked
     due_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Election:
-    """The outcome of one process's bid to lead a class."""
-
-    won: bool
-    anchor: datetime
-    stagger: timedelta
-
-
-def elect(
-    session: Session,
-    key: str,
-    anchor: datetime,
-    stagger: timedelta,
-    now: datetime,
-    stale: datetime,
-    owner: str | None = None,
-) -> Election:
-    """Bid to lead class `key` with this anchor: a conditional insert, or a takeover of a
-    group row whose anchor is older than `stale` (a past round); else the leader's terms."""
-    values = {
-        "class_key": key,
-        "leader": owner or process_token(),
-        "anchor_at": anchor,
-        "stagger_us": round(stagger / timedelta(microseconds=1)),
-        "elected_at": now,
-    }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(FireGroup).values(**values).on_conflict_do_nothing()
-    won = session.execute(insert.returning(FireGroup.class_key)).first() is not None
-    if not won:
-        takeover = (
-            update(FireGroup)
-            .where(FireGroup.class_key == key, FireGroup.anchor_at < stale)
-            .values(**values)
-            .returning(FireGroup.class_key)
-        )
-        won = session.execute(takeover).first() is not None
-    if won:
-        session.commit()
-        return Election(True, anchor, stagger)
-    row = session.execute(
-        select(FireGroup.anchor_at, FireGroup.stagger_us).where(FireGroup.class_key == key)
-    ).one()
-    session.commit()
-    return Election(False, row.anchor_at, timedelta(microseconds=row.stagger_us))
-
-
-def forget_groups(session: Session, before: datetime) -> int:
-    """Delete group rows whose anchor is older than `before` (they only settled a past round)."""
-    done = session.execute(delete(FireGroup).where(FireGroup.anchor_at < before))
-    session.commit()
-    return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 # --- the dispatcher -------------------------------------------------------------------------

@@ -32,22 +32,23 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from flask_app import background, paths
-from flask_app.core.dispatch import ArmResult, Arrival, Dispatcher, forget_groups, get_dispatcher
+from flask_app.core.dispatch import ArmResult, Arrival, Dispatcher, get_dispatcher
 from flask_app.core.execution import give_up
+from flask_app.core.fire_groups import forget_groups
 from flask_app.core.prebooking import Event, PrebookingStatus, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash.planning import is_in_rollout
 
-FALLBACK = paths.register(
-    paths.DeliveryPath(
-        "fallback",
-        "the dispatcher's sweep: prebookings QStash did not cover (never published, overdue, "
-        "released for a retry, stale claims), armed at their instant by the app itself",
-        paths.Recording.EXECUTE,
-        color="#2f855a",
-    )
-).name
+#: The sweep's arrivals are recorded under this path (registered by init_app).
+FALLBACK_PATH = paths.DeliveryPath(
+    "fallback",
+    "the dispatcher's sweep: prebookings QStash did not cover (never published, overdue, "
+    "released for a retry, stale claims), armed at their instant by the app itself",
+    paths.Recording.EXECUTE,
+    color="#2f855a",
+)
+FALLBACK = FALLBACK_PATH.name
 
 #: Prebookings read per pass (oldest opening first); the next pass takes the rest.
 BATCH = 200
@@ -203,6 +204,8 @@ def _take(
 
 
 def init_app(app: Flask) -> None:
-    """Register the sweep on the app's background runner (after dispatch and background)."""
+    """Register the fallback path, and the sweep on the app's background runner (after
+    dispatch and background)."""
+    paths.register(FALLBACK_PATH)
     interval = timedelta(seconds=float(app.config["DISPATCH_SWEEP_INTERVAL_S"]))
     background.get_runner(app).register("dispatch-sweep", interval, lambda now: sweep(app, now))
