@@ -57,11 +57,11 @@ def proxy(app, clock, booking_client):
 
 def test_chromium_renders_the_plots_of_the_parity_page(proxy):
     dom = dump_dom(f"{proxy}/admin/parity?since=24h")
-    assert dom.count('<svg class="hist"') == 3
-    for path in ("cron", "qstash", "shadow"):
+    assert dom.count('<svg class="hist"') == 4  # with the dispatcher's fallback path
+    for path in ("cron", "fallback", "qstash", "shadow"):
         assert f'data-path="{path}"' in dom
     assert '<svg id="wins"' in dom and 'class="win" data-path="qstash"' in dom
-    assert dom.count('class="bar"') >= 3 * 18
+    assert dom.count('class="bar"') >= 4 * 18
     assert 'id="verdict"' in dom and "READY" in dom
 
 
@@ -89,7 +89,7 @@ def test_chromium_logs_in_with_the_form_and_keeps_a_strict_httponly_secure_cooki
         page.click("#submit")
         page.wait_for_selector("#verdict")
         assert page.url == f"{served}/admin/parity?since=24h"
-        assert page.locator('svg[class="hist"]').count() == 3
+        assert page.locator('svg[class="hist"]').count() == 4  # cron, fallback, qstash, shadow
         (cookie,) = [c for c in context.cookies() if c["name"] == "admin_session"]
         # Chromium keeps a Secure cookie from http://127.0.0.1: loopback is a secure context.
         assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"]) == (True, True, "Strict")
