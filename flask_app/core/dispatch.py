@@ -61,9 +61,9 @@ from flask_app.core.execution import (
     Attempt,
     Claimed,
     Executor,
-    adopt,
+    adopt_many,
     claim,
-    class_ranks,
+    class_ranks_many,
     confirmed_result,
     fail,
     mark_sent_many,
@@ -71,7 +71,7 @@ from flask_app.core.execution import (
     record,
     release,
 )
-from flask_app.core.fire_groups import elect
+from flask_app.core.fire_groups import Bid, elect_many
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.models import is_valid_id
 from flask_app.timing import Clock
@@ -79,6 +79,8 @@ from flask_app.timing import Clock
 log = logging.getLogger(__name__)
 
 _EXT = "dispatcher"
+#: Steps due within this of each other run as one batch (one statement for all their classes).
+COALESCE = timedelta(milliseconds=10)
 #: Answers AimHarder gives only once it judges the window open (its clock past the opening).
 _JUDGED_OPEN = frozenset({BookingOutcome.BOOKED, BookingOutcome.WAITLISTED, BookingOutcome.FULL})
 #: Extra time before the anchor the leader takes to mark and hand over each member of its batch.
@@ -500,20 +502,23 @@ class Dispatcher:
             heapq.heappush(self._heap, (due, next(self._seq), group.key))
             self._lock.notify()
 
-    def _pop_due(self, now: datetime | None) -> Group | None:
-        """The next group whose step is due (now: by then; None: the earliest), lock held."""
+    def _pop_due(self, now: datetime) -> list[Group]:
+        """Every group whose step is due by `now` (plus COALESCE: steps due together run as one
+        batch, one statement for all their classes), lock held."""
+        due: list[Group] = []
+        until = now + COALESCE
         while self._heap:
-            due, _, key = self._heap[0]
+            at, _, key = self._heap[0]
             group = self._groups.get(key)
-            if group is None or group.due_at != due:
+            if group is None or group.due_at != at:
                 heapq.heappop(self._heap)
                 continue
-            if now is not None and due > now:
-                return None
+            if at > until:
+                break
             heapq.heappop(self._heap)
             group.due_at = None
-            return group
-        return None
+            due.append(group)
+        return due
 
     def drain(self, until: datetime | None = None) -> None:
         """Run every step due up to `until` (all of them if None), advancing a test clock."""
@@ -526,9 +531,9 @@ class Dispatcher:
                     return
             self.clock.sleep_until(head)
             with self._lock:
-                group = self._pop_due(self.clock.now())
-            if group is not None:
-                self._step(group)
+                groups = self._pop_due(self.clock.now())
+            if groups:
+                self._step(groups)
 
     # --- background threads (real-time clocks only) ------------------------------------------
 
@@ -547,15 +552,16 @@ class Dispatcher:
     def _run(self) -> None:
         while True:
             with self._lock:
-                group = self._pop_due(self.clock.now())
-                if group is None:
+                groups = self._pop_due(self.clock.now())
+                if not groups:
                     self._lock.wait(self._wait_s())
                     continue
             try:
-                self._step(group)
+                self._step(groups)
             except Exception:  # the schedule must survive anything: its members still wait
-                log.exception("dispatcher step for class %s failed; retrying", group.key)
-                self._retry_later(group)
+                log.exception("dispatcher step for %d class(es) failed; retrying", len(groups))
+                for group in groups:
+                    self._retry_later(group)
 
     def _wait_s(self) -> float | None:
         if not self._heap:
@@ -599,26 +605,35 @@ class Dispatcher:
         else:
             pool.submit(_logged, job)
 
-    # --- one group's steps (the dispatcher thread) -------------------------------------------
+    # --- steps (the dispatcher thread), for every class due at once ---------------------------
 
-    def _step(self, group: Group) -> None:
-        now = self.clock.now()
-        if group.anchor is None:
-            self._elect(group, now)
-            now = self.clock.now()
-        assert group.anchor is not None
-        if group.ready and now >= group.anchor - self._mark_lead(group):
-            batch, group.ready = group.ready, []
-            self._mark_and_send(group, batch, "leader")
-        if not group.premarked and now >= group.anchor - self.settings.straggler_lead:
-            group.premarked = True
-        if group.premarked and group.waiting:
-            self._launch(group, self._take_waiting(group), "own")
-        if group.watchdog_at is not None and self.clock.now() >= group.watchdog_at:
+    def _step(self, groups: list[Group]) -> None:
+        """Elect, lead, mark, launch stragglers, rescue: each for all these classes at once.
+
+        A step may run up to COALESCE before it is due (it was batched with others)."""
+        self._elect([g for g in groups if g.anchor is None and self._soon() >= g.elect_at])
+        soon = self._soon()
+        marking = [g for g in groups if g.ready and soon >= _at(g) - self._mark_lead(g)]
+        if marking:
+            self._mark_and_send(marking)
+        for group in groups:
+            if group.anchor is not None and soon >= group.anchor - self.settings.straggler_lead:
+                group.premarked = True
+        own = [(g, self._take_waiting(g)) for g in groups if g.premarked and g.waiting]
+        if own:
+            self._launch(own, "own")
+        soon = self._soon()
+        rescue = [g for g in groups if g.watchdog_at is not None and soon >= g.watchdog_at]
+        for group in rescue:
             group.watchdog_at = None
-            self._rescue(group)
+        if rescue:
+            self._rescue(rescue)
         with self._lock:
-            self._reschedule(group)
+            for group in groups:
+                self._reschedule(group)
+
+    def _soon(self) -> datetime:
+        return self.clock.now() + COALESCE
 
     def _mark_lead(self, group: Group) -> timedelta:
         """How long before the anchor the leader marks its batch: enough to mark it (one
@@ -631,64 +646,71 @@ class Dispatcher:
             group.waiting.clear()
         return members
 
-    def _elect(self, group: Group, now: datetime) -> None:
-        stagger, late_delay = self._timing_of(group)
-        anchor = max(group.fire_at, now + late_delay)
-        stale = now - self.settings.regroup_after
+    def _elect(self, groups: list[Group]) -> None:
+        """Bid for these classes (one statement); lead those won, watch the others."""
+        if not groups:
+            return
+        now = self.clock.now()
+        bids = [self._bid(group, now) for group in groups]
         with self.executor.sessions() as session:
-            won = elect(session, group.key, anchor, stagger, now, stale, self.token)
-        group.anchor, group.stagger = won.anchor, won.stagger
-        self.telemetry.group("leader" if won.won else "follower")
-        if won.won and self.settings.leader:
-            group.premarked = True  # what it did not adopt it fires itself, at once
-            self._lead(group, now)
-        elif self.settings.leader:
-            group.watchdog_at = won.anchor + self.settings.watchdog
+            results = elect_many(session, bids, now, now - self.settings.regroup_after, self.token)
+        led = []
+        for group in groups:
+            won = results[group.key]
+            group.anchor, group.stagger = won.anchor, won.stagger
+            self.telemetry.group("leader" if won.won else "follower")
+            if won.won and self.settings.leader:
+                group.premarked = True  # what it did not adopt it fires itself, at once
+                led.append(group)
+            elif self.settings.leader:
+                group.watchdog_at = won.anchor + self.settings.watchdog
+        if led:
+            self._lead(led, now)
 
-    def _timing_of(self, group: Group) -> tuple[timedelta, timedelta]:
-        """The group's stagger and late delay: the largest its members' paths ask for."""
+    def _bid(self, group: Group, now: datetime) -> Bid:
+        """This process's terms for a class: the largest stagger and late delay its members'
+        paths ask for; the anchor is the opening, or a moment from now if that has passed."""
         paths = {m.arrival.path for m in group.waiting.values()}
         stagger = max((self.staggers.get(p, self.settings.stagger) for p in paths), default=None)
         late = max((self.late_delays.get(p, self.settings.late_delay) for p in paths), default=None)
-        return stagger or self.settings.stagger, late or self.settings.late_delay
+        late = late or self.settings.late_delay
+        return Bid(group.key, max(group.fire_at, now + late), stagger or self.settings.stagger)
 
-    def _lead(self, group: Group, now: datetime) -> None:
-        """Adopt every unsent member of the class, from whichever process, and prepare them
-        all now; they are marked sent and handed to the firing line `mark_lead` before the
-        anchor (until then, were this process to die, a follower's watchdog takes them)."""
+    def _lead(self, groups: list[Group], now: datetime) -> None:
+        """Adopt every unsent member of these classes, from whichever process (one statement),
+        and prepare them all now; they are marked sent and handed to the firing line shortly
+        before their anchor (until then, were this process to die, a watchdog takes them)."""
         started = time.perf_counter()
         with self.executor.sessions() as session:
-            claims = adopt(session, group.key, now, self.token)
-        members = self._adopted(group, claims)
+            claims = adopt_many(session, [g.key for g in groups], now, self.token)
+        batch = [(g, self._adopted(g, claims.get(g.key, []))) for g in groups]
         try:
-            ready = self._with_cookies(group, members)
+            ready = self._with_cookies(batch)
         except SQLAlchemyError as exc:
-            self._give_all_back(group, members, exc)
+            self._give_all_back(batch, exc)
             return
         loaded = time.perf_counter()
-        ready.sort(key=lambda m: (m.rank, m.id))
-        self._prepare_all(ready)
-        group.ready = [m for m in ready if not m.settled]
+        self._prepare_all([m for _, members in ready for m in members])
+        for group, members in ready:
+            group.ready = [m for m in members if not m.settled]
         done = time.perf_counter()
-        assert group.anchor is not None
         log.info(
-            "class %s: leading %d member(s); adopted and loaded in %.0f ms, prepared in %.0f ms,"
-            " %.0f ms before the anchor",
-            group.key, len(members), (loaded - started) * 1e3, (done - loaded) * 1e3,
-            (group.anchor - self.clock.now()).total_seconds() * 1e3,
+            "leading %d class(es), %d member(s): adopted and loaded in %.0f ms, prepared in"
+            " %.0f ms, %.0f ms before the first anchor",
+            len(groups), sum(len(m) for _, m in batch), (loaded - started) * 1e3,
+            (done - loaded) * 1e3, (min(map(_at, groups)) - self.clock.now()).total_seconds() * 1e3,
         )  # fmt: skip
 
-    def _rescue(self, group: Group) -> None:
-        """After the anchor: adopt what is still unsent (its leader died) and fire it now."""
+    def _rescue(self, groups: list[Group]) -> None:
+        """After the anchor: adopt what is still unsent (a dead leader's) and fire it now."""
         with self.executor.sessions() as session:
-            claims = adopt(session, group.key, self.clock.now(), self.token)
+            claims = adopt_many(session, [g.key for g in groups], self.clock.now(), self.token)
         if claims:
             log.warning(
-                "class %s: %d member(s) unsent after the anchor; firing them",
-                group.key,
-                len(claims),
-            )
-        self._launch(group, self._adopted(group, claims), "watchdog")
+                "%d member(s) of %d class(es) unsent after their anchor; firing them",
+                sum(map(len, claims.values())), len(claims),
+            )  # fmt: skip
+        self._launch([(g, self._adopted(g, claims.get(g.key, []))) for g in groups], "watchdog")
 
     def _adopted(self, group: Group, claims: list[Claimed]) -> list[Member]:
         members = []
@@ -705,52 +727,65 @@ class Dispatcher:
 
     # --- launching members -------------------------------------------------------------------
 
-    def _launch(self, group: Group, members: list[Member], role: str) -> None:
-        """Fire members this process found still its own after the leader's adoption (or
+    def _launch(self, batch: Batch, role: str) -> None:
+        """Fire members this process found still its own after the leaders' adoption (or
         rescued after the anchor): mark first (most were adopted and need no connection),
         then prepare and send each at its rank-derived instant."""
-        if not members:
+        batch = [(g, members) for g, members in batch if members]
+        if not batch:
             return
         try:
-            ready = self._still_mine(self._with_cookies(group, members))
+            ready = self._with_cookies(batch)
+            kept = self._still_mine([m for _, members in ready for m in members])
         except SQLAlchemyError as exc:
-            self._give_all_back(group, members, exc)
+            self._give_all_back(batch, exc)
             return
-        ready.sort(key=lambda m: (m.rank, m.id))
-        self._prepare_all(ready)
-        self._schedule_sends(group, ready, role)
+        mine = {m.id for m in kept}
+        ready = [(g, [m for m in members if m.id in mine]) for g, members in ready]
+        self._prepare_all([m for _, members in ready for m in members])
+        self._schedule_sends(ready, role)
 
-    def _mark_and_send(self, group: Group, members: list[Member], role: str) -> None:
-        """Mark a prepared batch sent (keeping what is still ours) and send it, in FIFO order."""
+    def _mark_and_send(self, groups: list[Group]) -> None:
+        """Mark the leaders' prepared batches sent (one statement, keeping what is still this
+        process's) and hand them to the firing line, each class in FIFO order."""
+        batch = [(g, g.ready) for g in groups]
+        for group in groups:
+            group.ready = []
         try:
-            ready = self._still_mine(members)
+            kept = {m.id for m in self._still_mine([m for _, members in batch for m in members])}
         except SQLAlchemyError as exc:
-            self._give_all_back(group, members, exc)
+            self._give_all_back(batch, exc)
             return
-        self._schedule_sends(group, ready, role)
-        assert group.anchor is not None
-        left_ms = (group.anchor - self.clock.now()).total_seconds() * 1e3
-        log.info("class %s: %d sent to the firing line %.0f ms before the anchor", group.key,
-                 len(ready), left_ms)  # fmt: skip
+        sending = [(g, [m for m in members if m.id in kept]) for g, members in batch]
+        self._schedule_sends(sending, "leader")
+        left_ms = (min(map(_at, groups)) - self.clock.now()).total_seconds() * 1e3
+        log.info("%d member(s) of %d class(es) sent to the firing line %.0f ms before the"
+                 " first anchor", len(kept), len(groups), left_ms)  # fmt: skip
 
-    def _schedule_sends(self, group: Group, members: list[Member], role: str) -> None:
-        assert group.anchor is not None
-        sending = [m for m in members if not m.settled]
-        for member in sending:
-            member.role = role
-            member.fire_at = group.anchor + group.stagger * member.rank
+    def _schedule_sends(self, batch: Batch, role: str) -> None:
+        sending = []
+        for group, members in batch:
+            for member in sorted(members, key=lambda m: (m.rank, m.id)):
+                if member.settled:
+                    continue
+                member.role = role
+                member.fire_at = _at(group) + group.stagger * member.rank
+                sending.append(member)
         self._send(sending)
 
-    def _give_all_back(self, group: Group, members: list[Member], exc: SQLAlchemyError) -> None:
-        log.warning("class %s: database trouble before sending: %s", group.key, exc)
+    def _give_all_back(self, batch: Batch, exc: SQLAlchemyError) -> None:
+        log.warning("%d class(es): database trouble before sending: %s", len(batch), exc)
         why = f"database unavailable before sending: {type(exc).__name__}"
-        for member in members:
-            if not member.settled:
-                self._close(member)
-                self._give_back(member, why)
+        for _, members in batch:
+            for member in members:
+                if not member.settled:
+                    self._close(member)
+                    self._give_back(member, why)
 
     def _still_mine(self, members: list[Member]) -> list[Member]:
         """Mark these members sent (one statement); drop those another process holds now."""
+        if not members:
+            return []
         with self.executor.sessions() as session:
             claims = [m.claimed for m in members]
             mine = mark_sent_many(session, claims, self.clock.now(), self.token)
@@ -760,25 +795,30 @@ class Dispatcher:
                 kept.append(member)
             else:
                 member.settled = True
-                self._drop(member)  # adopted by the leader (or finished) meanwhile
+                self._drop(member)  # adopted by a leader (or finished) meanwhile
         return kept
 
-    def _with_cookies(self, group: Group, members: list[Member]) -> list[Member]:
-        """Ranks and cookies for the members (two queries); fail those with no usable session."""
+    def _with_cookies(self, batch: Batch) -> Batch:
+        """Ranks and cookies for every member of these classes (two queries); fail those with
+        no usable session."""
+        members = [m for _, group_members in batch for m in group_members]
         with self.executor.sessions() as session:
-            ranks = class_ranks(session, group.key)
+            ranks = class_ranks_many(session, [g.key for g, _ in batch])
             cookies = self.load_cookies(session, [m.claimed.user_email for m in members])
-        ready = []
-        for member in members:
-            member.rank = ranks.get(member.id, 0)
-            found = cookies.get(member.claimed.user_email)
-            if found is None:
-                self._fail(member, "no AimHarder session stored for this user")
-            elif isinstance(found, Exception):
-                self._fail(member, f"stored AimHarder session is unusable: {found}")
-            else:
-                member.cookies = found
-                ready.append(member)
+        ready: Batch = []
+        for group, group_members in batch:
+            kept = []
+            for member in group_members:
+                member.rank = ranks.get(member.id, 0)
+                found = cookies.get(member.claimed.user_email)
+                if found is None:
+                    self._fail(member, "no AimHarder session stored for this user")
+                elif isinstance(found, Exception):
+                    self._fail(member, f"stored AimHarder session is unusable: {found}")
+                else:
+                    member.cookies = found
+                    kept.append(member)
+            ready.append((group, sorted(kept, key=lambda m: (m.rank, m.id))))
         return ready
 
     def _prepare_all(self, members: list[Member]) -> None:
@@ -1016,6 +1056,16 @@ class Dispatcher:
             self._held -= 1
             self.telemetry.held(self._held)
             self._lock.notify_all()
+
+
+#: Classes with their members, as one step handles them.
+Batch = list[tuple[Group, list[Member]]]
+
+
+def _at(group: Group) -> datetime:
+    """The group's anchor (set by its election, before any step that reads it)."""
+    assert group.anchor is not None
+    return group.anchor
 
 
 def _arrival_of(claimed: Claimed, now: datetime) -> Arrival:

@@ -246,21 +246,33 @@ def adopt(
     class in FIFO order. A member whose request may already have left (`book_sent_at`) stays
     with its holder, which asks AimHarder before sending again.
     """
+    return adopt_many(session, [class_key], now, owner).get(class_key, [])
+
+
+def adopt_many(
+    session: Session, class_keys: Sequence[str], now: datetime, owner: str | None = None
+) -> dict[str, list[Claimed]]:
+    """`adopt` for several classes in one statement (a process leading many at one instant)."""
+    if not class_keys:
+        return {}
     stmt = (
         update(Prebooking)
-        .where(_unsent_members(class_key))
+        .where(_unsent_members(class_keys))
         .values(claimed_by=owner or process_token(), updated_at=now)
         .returning(*_RETURNED)
         .execution_options(synchronize_session=False)
     )
     rows = session.execute(stmt).all()
     session.commit()
-    return [_claimed(row) for row in rows]
+    found: dict[str, list[Claimed]] = {}
+    for row in rows:
+        found.setdefault(row.class_key, []).append(_claimed(row))
+    return found
 
 
-def _unsent_members(class_key: str) -> Any:
+def _unsent_members(class_keys: Sequence[str]) -> Any:
     return and_(
-        Prebooking.class_key == class_key,
+        Prebooking.class_key.in_(list(class_keys)),
         Prebooking.status == PrebookingStatus.LOADED,
         Prebooking.book_sent_at.is_(None),
     )
@@ -298,11 +310,20 @@ def mark_sent_many(
 def class_ranks(session: Session, class_key: str) -> dict[str, int]:
     """Every member's FIFO rank in its class by (created_at, id), whatever its status, so a
     rank never changes while the class fires and every process computes the same one."""
+    return class_ranks_many(session, [class_key])
+
+
+def class_ranks_many(session: Session, class_keys: Sequence[str]) -> dict[str, int]:
+    """`class_ranks` for several classes in one window query (ids are unique across them)."""
+    if not class_keys:
+        return {}
     order = (Prebooking.created_at, Prebooking.id)
-    stmt = select(Prebooking.id, func.row_number().over(order_by=order) - 1).where(
-        Prebooking.class_key == class_key, Prebooking.status.in_(list(PrebookingStatus))
+    rank = func.row_number().over(partition_by=Prebooking.class_key, order_by=order) - 1
+    stmt = select(Prebooking.id, rank).where(
+        Prebooking.class_key.in_(list(class_keys)),
+        Prebooking.status.in_(list(PrebookingStatus)),
     )
-    return {pid: int(rank) for pid, rank in session.execute(stmt)}
+    return {pid: int(found) for pid, found in session.execute(stmt)}
 
 
 def _owned(claimed: Claimed) -> Any:

@@ -10,6 +10,7 @@ an hour old.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,6 +31,15 @@ class Election:
     stagger: timedelta
 
 
+@dataclass(frozen=True)
+class Bid:
+    """One class's terms as this process proposes them."""
+
+    key: str
+    anchor: datetime
+    stagger: timedelta
+
+
 def elect(
     session: Session,
     key: str,
@@ -41,32 +51,69 @@ def elect(
 ) -> Election:
     """Bid to lead class `key` with this anchor: a conditional insert, or a takeover of a
     group row whose anchor is older than `stale` (a past round); else the leader's terms."""
-    values = {
-        "class_key": key,
-        "leader": owner or process_token(),
-        "anchor_at": anchor,
-        "stagger_us": round(stagger / timedelta(microseconds=1)),
+    return elect_many(session, [Bid(key, anchor, stagger)], now, stale, owner)[key]
+
+
+def elect_many(
+    session: Session, bids: Sequence[Bid], now: datetime, stale: datetime, owner: str | None = None
+) -> dict[str, Election]:
+    """`elect` for several classes: one multi-row conditional insert, then the leaders' terms
+    of those it lost in one read (a takeover of a past round's row is rare: one each)."""
+    if not bids:
+        return {}
+    leader = owner or process_token()
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    rows = [_values(bid, leader, now) for bid in bids]
+    insert = dialect.insert(FireGroup).values(rows).on_conflict_do_nothing()
+    won = set(session.execute(insert.returning(FireGroup.class_key)).scalars())
+    by_key = {bid.key: bid for bid in bids}
+    lost = [key for key in by_key if key not in won]
+    terms = {}
+    if lost:
+        found = select(FireGroup.class_key, FireGroup.anchor_at, FireGroup.stagger_us)
+        terms = {
+            r.class_key: r for r in session.execute(found.where(FireGroup.class_key.in_(lost)))
+        }
+    for key in lost:
+        if (
+            key in terms
+            and terms[key].anchor_at < stale
+            and _take_over(session, by_key[key], leader, now, stale)
+        ):
+            won.add(key)
+    session.commit()
+    out = {
+        key: Election(True, bid.anchor, bid.stagger) for key, bid in by_key.items() if key in won
+    }
+    for key in lost:
+        if key in won:
+            continue
+        row = terms.get(key)
+        if row is None:  # deleted meanwhile (a past round's): follow our own terms, watch
+            out[key] = Election(False, by_key[key].anchor, by_key[key].stagger)
+        else:
+            out[key] = Election(False, row.anchor_at, timedelta(microseconds=row.stagger_us))
+    return out
+
+
+def _values(bid: Bid, leader: str, now: datetime) -> dict[str, object]:
+    return {
+        "class_key": bid.key,
+        "leader": leader,
+        "anchor_at": bid.anchor,
+        "stagger_us": round(bid.stagger / timedelta(microseconds=1)),
         "elected_at": now,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(FireGroup).values(**values).on_conflict_do_nothing()
-    won = session.execute(insert.returning(FireGroup.class_key)).first() is not None
-    if not won:
-        takeover = (
-            update(FireGroup)
-            .where(FireGroup.class_key == key, FireGroup.anchor_at < stale)
-            .values(**values)
-            .returning(FireGroup.class_key)
-        )
-        won = session.execute(takeover).first() is not None
-    if won:
-        session.commit()
-        return Election(True, anchor, stagger)
-    row = session.execute(
-        select(FireGroup.anchor_at, FireGroup.stagger_us).where(FireGroup.class_key == key)
-    ).one()
-    session.commit()
-    return Election(False, row.anchor_at, timedelta(microseconds=row.stagger_us))
+
+
+def _take_over(session: Session, bid: Bid, leader: str, now: datetime, stale: datetime) -> bool:
+    takeover = (
+        update(FireGroup)
+        .where(FireGroup.class_key == bid.key, FireGroup.anchor_at < stale)
+        .values(**_values(bid, leader, now))
+        .returning(FireGroup.class_key)
+    )
+    return session.execute(takeover).first() is not None
 
 
 def forget_groups(session: Session, before: datetime) -> int:
