@@ -31,6 +31,7 @@ inline, in order.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import logging
@@ -79,6 +80,8 @@ from flask_app.timing import Clock
 log = logging.getLogger(__name__)
 
 _EXT = "dispatcher"
+#: The share of the lead over which processes' bids for one class are spread (_bid_delay).
+BID_SPREAD = 0.2
 #: Steps due within this of each other run as one batch (one statement for all their classes).
 COALESCE = timedelta(milliseconds=10)
 #: Answers AimHarder gives only once it judges the window open (its clock past the opening).
@@ -471,11 +474,19 @@ class Dispatcher:
         if group is None:
             box = str(claimed.booking_data.get("box", ""))
             fire_at = self.gym.fire_instant(box, claimed.available_at)
-            group = Group(
-                claimed.class_key, box, claimed.available_at, fire_at, fire_at - self.settings.lead
-            )
+            elect_at = fire_at - self.settings.lead + self._bid_delay(claimed.class_key)
+            group = Group(claimed.class_key, box, claimed.available_at, fire_at, elect_at)
             self._groups[group.key] = group
         return group
+
+    def _bid_delay(self, key: str) -> timedelta:
+        """How long after `lead` before the instant this process bids for a class: a hash of
+        its token and the class, spread over a fifth of the lead. Whichever process holding
+        members draws the smallest bids first and leads, so classes opening together are led
+        by different processes (rendezvous hashing), not all by the first one to wake up."""
+        digest = hashlib.blake2b(f"{self.token}|{key}".encode(), digest_size=8).digest()
+        share = int.from_bytes(digest, "big") / 2**64
+        return self.settings.lead * BID_SPREAD * share
 
     def _next_due(self, group: Group) -> datetime | None:
         if group.anchor is None:
