@@ -151,6 +151,16 @@ class FireGroup(Base):
     elected_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class DispatchProcess(Base):
+    """A process holding armed prebookings, and when it last said it is alive (a heartbeat a
+    few times a second): a watchdog takes over only what a silent process holds."""
+
+    __tablename__ = "dispatch_processes"
+
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 class UserSession(Base):
     """A user's AimHarder cookies, encrypted at rest (MultiFernet) and bound to the email."""
 

@@ -33,6 +33,7 @@ TABLES = (
     "prebookings",
     "api_tokens",
     "fire_groups",
+    "dispatch_processes",
 )
 
 # The admin connection; each test session creates its own database next to `test` and drops it.

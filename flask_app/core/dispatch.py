@@ -71,8 +71,9 @@ from flask_app.core.execution import (
     process_token,
     record,
     release,
+    unsent_counts,
 )
-from flask_app.core.fire_groups import Bid, elect_many
+from flask_app.core.fire_groups import Bid, beat, elect_many
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.models import is_valid_id
 from flask_app.timing import Clock
@@ -139,6 +140,9 @@ class DispatchSettings:
     resend_gap: timedelta = timedelta(milliseconds=10)  # doubling: +10, +20, +40 ms
     leader: bool = True  # False: no adoption, every process fires its own at rank instants
     regroup_after: timedelta = timedelta(seconds=10)  # a group row this old is elected anew
+    heartbeat: timedelta = timedelta(milliseconds=250)  # this process says it is alive
+    liveness: timedelta = timedelta(seconds=2)  # silent this long: a watchdog takes its members
+    watch_for: timedelta = timedelta(seconds=10)  # followers watch a class this long after it
     lease: timedelta = timedelta(seconds=60)
     prepare_threads: int = 16
     book_threads: int = 64  # clients without prepare (tests, AIMHARDER_FIRING_LINE=false)
@@ -557,8 +561,29 @@ class Dispatcher:
         self._records = queue.SimpleQueue()
         self._prepare_pool = ThreadPoolExecutor(self.settings.prepare_threads, "dispatch-prepare")
         self._book_pool = ThreadPoolExecutor(self.settings.book_threads, "dispatch-book")
-        for target, name in ((self._run, "dispatcher"), (self._run_records, "dispatch-record")):
+        threads = (
+            (self._run, "dispatcher"),
+            (self._run_records, "dispatch-record"),
+            (self._run_heartbeat, "dispatch-heartbeat"),
+        )
+        for target, name in threads:
             threading.Thread(target=target, name=name, daemon=True).start()
+
+    def _run_heartbeat(self) -> None:
+        # Only while it holds or watches something: an idle process has nothing to rescue.
+        pause = self.settings.heartbeat.total_seconds()
+        while True:
+            if not self._is_idle():
+                self._beat()
+            time.sleep(pause)
+
+    def _beat(self) -> None:
+        """Say this process is alive (watchdogs take over only what silent processes hold)."""
+        try:
+            with self.executor.sessions() as session:
+                beat(session, self.token, self.clock.now())
+        except SQLAlchemyError:
+            log.warning("dispatcher heartbeat not written", exc_info=True)
 
     def _run(self) -> None:
         while True:
@@ -622,6 +647,8 @@ class Dispatcher:
         """Elect, lead, mark, launch stragglers, rescue: each for all these classes at once.
 
         A step may run up to COALESCE before it is due (it was batched with others)."""
+        if not self._realtime:
+            self._beat()  # no heartbeat thread on a test clock
         self._elect([g for g in groups if g.anchor is None and self._soon() >= g.elect_at])
         soon = self._soon()
         marking = [g for g in groups if g.ready and soon >= _at(g) - self._mark_lead(g)]
@@ -713,14 +740,25 @@ class Dispatcher:
         )  # fmt: skip
 
     def _rescue(self, groups: list[Group]) -> None:
-        """After the anchor: adopt what is still unsent (a dead leader's) and fire it now."""
+        """After the anchor: adopt what is still unsent and held by a silent process (a dead
+        leader, or a follower that died with stragglers) and fire it now, in rank order.
+        Members of live processes are left to them, however slow; classes that still have
+        unsent members are watched again, until `watch_for` after their anchor."""
+        now = self.clock.now()
+        keys = [g.key for g in groups]
         with self.executor.sessions() as session:
-            claims = adopt_many(session, [g.key for g in groups], self.clock.now(), self.token)
+            silent = now - self.settings.liveness
+            claims = adopt_many(session, keys, now, self.token, silent_since=silent)
+            left = unsent_counts(session, keys)
         if claims:
             log.warning(
-                "%d member(s) of %d class(es) unsent after their anchor; firing them",
-                sum(map(len, claims.values())), len(claims),
+                "%d member(s) of %d class(es) held by a silent process after their anchor;"
+                " firing them", sum(map(len, claims.values())), len(claims),
             )  # fmt: skip
+        for group in groups:
+            still = left.get(group.key, 0) - len(claims.get(group.key, []))
+            if still > 0 and now < _at(group) + self.settings.watch_for:
+                group.watchdog_at = now + self.settings.watchdog
         self._launch([(g, self._adopted(g, claims.get(g.key, []))) for g in groups], "watchdog")
 
     def _adopted(self, group: Group, claims: list[Claimed]) -> list[Member]:

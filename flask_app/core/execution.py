@@ -26,7 +26,7 @@ from flask_app.aimharder.client import BookingOutcome, BookingResult, PreparedBo
 from flask_app.aimharder.firing import FiringLine
 from flask_app.core import events
 from flask_app.core.prebooking import Event, PrebookingStatus, sources, transition
-from flask_app.models import Prebooking, UTCDateTime, is_valid_id
+from flask_app.models import DispatchProcess, Prebooking, UTCDateTime, is_valid_id
 from flask_app.timing import Clock, lateness_ms
 
 log = logging.getLogger(__name__)
@@ -250,14 +250,27 @@ def adopt(
 
 
 def adopt_many(
-    session: Session, class_keys: Sequence[str], now: datetime, owner: str | None = None
+    session: Session,
+    class_keys: Sequence[str],
+    now: datetime,
+    owner: str | None = None,
+    *,
+    silent_since: datetime | None = None,
 ) -> dict[str, list[Claimed]]:
-    """`adopt` for several classes in one statement (a process leading many at one instant)."""
+    """`adopt` for several classes in one statement (a process leading many at one instant).
+
+    silent_since: take only members whose holder has not beaten its heartbeat since then
+    (`DispatchProcess`): a watchdog rescues a dead process's members, never a slow one's.
+    """
     if not class_keys:
         return {}
+    taken = _unsent_members(class_keys)
+    if silent_since is not None:
+        alive = select(DispatchProcess.token).where(DispatchProcess.seen_at >= silent_since)
+        taken = and_(taken, Prebooking.claimed_by.not_in(alive))
     stmt = (
         update(Prebooking)
-        .where(_unsent_members(class_keys))
+        .where(taken)
         .values(claimed_by=owner or process_token(), updated_at=now)
         .returning(*_RETURNED)
         .execution_options(synchronize_session=False)
@@ -268,6 +281,19 @@ def adopt_many(
     for row in rows:
         found.setdefault(row.class_key, []).append(_claimed(row))
     return found
+
+
+def unsent_counts(session: Session, class_keys: Sequence[str]) -> dict[str, int]:
+    """How many claimed members of each class have not been sent yet (classes with none are
+    left out): a watchdog keeps watching those."""
+    if not class_keys:
+        return {}
+    stmt = (
+        select(Prebooking.class_key, func.count())
+        .where(_unsent_members(class_keys))
+        .group_by(Prebooking.class_key)
+    )
+    return {key: int(n) for key, n in session.execute(stmt)}
 
 
 def _unsent_members(class_keys: Sequence[str]) -> Any:

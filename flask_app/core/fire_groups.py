@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from flask_app.core.execution import process_token
-from flask_app.models import FireGroup
+from flask_app.models import DispatchProcess, FireGroup
 
 
 @dataclass(frozen=True)
@@ -119,5 +119,20 @@ def _take_over(session: Session, bid: Bid, leader: str, now: datetime, stale: da
 def forget_groups(session: Session, before: datetime) -> int:
     """Delete group rows whose anchor is older than `before` (they only settled a past round)."""
     done = session.execute(delete(FireGroup).where(FireGroup.anchor_at < before))
+    session.commit()
+    return int(done.rowcount)  # type: ignore[attr-defined]
+
+
+def beat(session: Session, token: str, now: datetime) -> None:
+    """Say this process is alive (an upsert of its heartbeat row)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(DispatchProcess).values(token=token, seen_at=now)
+    session.execute(insert.on_conflict_do_update(index_elements=["token"], set_={"seen_at": now}))
+    session.commit()
+
+
+def forget_processes(session: Session, before: datetime) -> int:
+    """Delete heartbeats older than `before` (processes long gone)."""
+    done = session.execute(delete(DispatchProcess).where(DispatchProcess.seen_at < before))
     session.commit()
     return int(done.rowcount)  # type: ignore[attr-defined]

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from flask_app import background, paths
 from flask_app.core.dispatch import ArmResult, Arrival, Dispatcher, get_dispatcher
 from flask_app.core.execution import give_up
-from flask_app.core.fire_groups import forget_groups
+from flask_app.core.fire_groups import forget_groups, forget_processes
 from flask_app.core.prebooking import Event, PrebookingStatus, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
@@ -180,6 +180,7 @@ def sweep(app: Flask, now: datetime) -> dict[str, int]:
             if why is not None:
                 done[_take(session, dispatcher, row, why, now, settings)] += 1
         forget_groups(session, now - GROUPS_KEPT)
+        forget_processes(session, now - GROUPS_KEPT)
     for what, count in done.items():
         dispatcher.telemetry.swept(what, count)
     return dict(done)

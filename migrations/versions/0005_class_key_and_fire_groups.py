@@ -1,4 +1,4 @@
-"""class key on prebookings, fire_groups (dispatcher: FIFO per class across processes)
+"""class key on prebookings, fire_groups, dispatch_processes (dispatcher: FIFO per class)
 
 Revision ID: 0005_class_key
 Revises: 0004_api_tokens
@@ -43,6 +43,16 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("fire_groups", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_fire_groups_anchor_at"), ["anchor_at"], unique=False)
+    op.create_table(
+        "dispatch_processes",
+        sa.Column("token", sa.String(length=128), nullable=False),
+        sa.Column("seen_at", flask_app.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("token"),
+    )
+    with op.batch_alter_table("dispatch_processes", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_dispatch_processes_seen_at"), ["seen_at"], unique=False
+        )
 
 
 def class_key(booking_data: dict[str, Any], available_at: datetime) -> str:
@@ -79,6 +89,9 @@ def _fill_class_keys() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("dispatch_processes", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_dispatch_processes_seen_at"))
+    op.drop_table("dispatch_processes")
     with op.batch_alter_table("fire_groups", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_fire_groups_anchor_at"))
     op.drop_table("fire_groups")
