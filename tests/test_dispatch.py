@@ -21,7 +21,7 @@ from flask_app.core.dispatch import (
     get_dispatcher,
 )
 from flask_app.core.execution import adopt, claim, get_executor
-from flask_app.core.fire_groups import elect
+from flask_app.core.fire_groups import beat, elect
 from flask_app.models import FireGroup
 from tests.factories import booking_data, make_prebooking, reload, store_session
 from tests.fakes import FakeClock, result
@@ -324,3 +324,30 @@ def test_too_early_answers_feed_the_gym_clock_and_the_re_send_follows_it(
     assert [kind for kind, _ in gym.notes] == ["too_early", "accepted"]
     assert [at for _, at in gym.notes] == [NOW, NOW + 30 * MS]  # sent again at its new instant
     assert reload(session, row).status == "completed"
+
+
+def test_the_watchdog_leaves_a_live_leaders_members_alone_and_takes_a_silent_ones(
+    app, session, clock, booking_client, announced
+):
+    rows = crowd(app, session, 2)
+    follower = get_dispatcher(app)
+    for row in rows:
+        follower.arm(row.id, arrival(clock))
+    key = rows[0].class_key
+    elect(session, key, NOW, 2 * MS, clock.now(), clock.now() - timedelta(hours=1), "slow")
+    assert len(adopt(session, key, clock.now(), "slow")) == 2  # the leader took them ...
+    beat(session, "slow", NOW + follower.settings.watchdog)  # ... and is alive, only slow
+    follower.drain(until=NOW + follower.settings.watchdog)
+    assert booking_client.calls == []  # left to the live leader
+    follower.drain()  # it falls silent: a later watch takes its members
+    assert booked_order(booking_client) == ["user0@example.com", "user1@example.com"]
+    assert {a.detail["fired_by"] for a in announced} == {"watchdog"}
+
+
+def test_processes_bid_for_classes_opening_together_in_different_orders(app):
+    here, there = other_process(app, "here"), other_process(app, "there")
+    keys = [f"sandbox/{i}/20261130/0" for i in range(50)]
+    first_here = min(keys, key=here._bid_delay)
+    first_there = min(keys, key=there._bid_delay)
+    assert first_here != first_there  # each leads some classes: not all won by one process
+    assert all(timedelta(0) <= here._bid_delay(k) < here.settings.lead for k in keys)
