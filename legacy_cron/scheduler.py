@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from flask_app.core.execution import Action, Attempt, get_executor
-from flask_app.core.prebooking import PrebookingStatus
+from flask_app.core.prebooking import Event, PrebookingStatus, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash import delivery
@@ -33,6 +33,7 @@ from flask_app.tasks import run_arrival
 log = logging.getLogger(__name__)
 
 PATH = "cron"
+CLAIMABLE = sources(Event.CLAIM)
 # A launch starts this long before its fire_at, so its claim is done when the instant comes.
 CLAIM_LEAD_S = 0.025
 
@@ -72,7 +73,7 @@ class Candidate:
 
 def is_due(row: DueRow, now: datetime) -> bool:
     """Pending with its window open, or claimed by an owner whose lease ran out (recoverable)."""
-    if row.status == PrebookingStatus.PENDING:
+    if row.status in CLAIMABLE:  # pending, or session_expired (still tried at the instant)
         return row.available_at <= now
     if row.status == PrebookingStatus.LOADED:
         return row.claim_expires_at is not None and row.claim_expires_at < now
@@ -198,9 +199,7 @@ def select_due(session: Session, now: datetime, limit: int) -> list[Candidate]:
     recoverable = and_(
         Prebooking.status == PrebookingStatus.LOADED, Prebooking.claim_expires_at < now
     )
-    open_window = and_(
-        Prebooking.status == PrebookingStatus.PENDING, Prebooking.available_at <= now
-    )
+    open_window = and_(Prebooking.status.in_(CLAIMABLE), Prebooking.available_at <= now)
     stmt = (
         select(
             Prebooking.id,

@@ -150,5 +150,6 @@ def cancel(session: Session, prebooking_id: str, now: datetime) -> Prebooking:
     row = get(session, prebooking_id)
     session.refresh(row)
     if not changed:
-        raise Conflict(f"prebooking is {row.status}; only pending prebookings can be cancelled")
+        waiting = " or ".join(sorted(sources(Event.CANCEL)))
+        raise Conflict(f"prebooking is {row.status}; only {waiting} prebookings can be cancelled")
     return row

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from flask_app.core import events
 from flask_app.core.execution import Action, Attempt, abandon, get_executor
-from flask_app.core.prebooking import PrebookingStatus
+from flask_app.core.prebooking import Event, PrebookingStatus, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.observe import metrics
@@ -353,7 +353,7 @@ def _prepare(
     """The fire and settle instants, and a warm pooled connection to the box meanwhile."""
     with get_db().session() as session:
         row = session.get(Prebooking, prebooking_id)
-        if row is None or row.status != PrebookingStatus.PENDING:
+        if row is None or row.status not in sources(Event.CLAIM):
             return None, None
         stagger = timedelta(milliseconds=float(config["QSTASH_FIRE_STAGGER_MS"]))
         slot = fire_slot(session, row, stagger)
