@@ -36,7 +36,9 @@ def _conflict(exc: repository.Conflict) -> tuple[Response, int]:
 
 @bp.errorhandler(repository.BadInput)
 def _bad_input(exc: repository.BadInput) -> tuple[Response, int]:
-    return error(422, str(exc))
+    if exc.field is None:
+        return error(422, str(exc))
+    return error(422, str(exc), details=[{"field": exc.field, "problem": exc.problem}])
 
 
 @bp.errorhandler(sessions.SessionKeyError)
