@@ -72,6 +72,25 @@ class Defaults:
     # Bodies larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 64 * 1024
 
+    # --- gym (issue 15): the gym's clock, pre-flight, notifications --------------------------
+    # Probe a box host's clock (HTTP Date headers) when one of its windows opens within
+    # GYM_CLOCK_LEAD_S, with at most GYM_CLOCK_PROBES cheap requests (0: never probe), at most
+    # once per GYM_CLOCK_MIN_INTERVAL_S; trust what was learnt for GYM_CLOCK_MAX_AGE_S, widened
+    # by GYM_CLOCK_DRIFT_PPM of its age; fire GYM_CLOCK_MARGIN_MS after the earliest instant the
+    # estimate allows (docs/gym.md).
+    GYM_CLOCK_LEAD_S = 120.0
+    GYM_CLOCK_PROBES = 10
+    GYM_CLOCK_MIN_INTERVAL_S = 60.0
+    GYM_CLOCK_MAX_AGE_S = 900.0
+    GYM_CLOCK_DRIFT_PPM = 20.0
+    GYM_CLOCK_MARGIN_MS = 5.0
+    # Check each prebooking's stored session this long before its window opens (0: never).
+    PREFLIGHT_LEAD_S = 600
+    # HMAC-SHA256 key of the outcome events sent to notify_url (docs/notifications.md); unset:
+    # prebookings and sessions with a notify_url are refused with 503.
+    NOTIFY_SIGNING_SECRET: str | None = None
+    # --- end gym -------------------------------------------------------------------------------
+
 
 _BOOLS = (
     "QSTASH_ENABLED",
@@ -159,7 +178,43 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     for name, low in ints:
         if name in environ:
             out[name] = parse_int(name, environ[name], low=low)
+    out.update(_gym_settings(environ))
     return out
+
+
+# --- gym (issue 15) ---------------------------------------------------------------------------
+_GYM_FLOATS = (
+    ("GYM_CLOCK_LEAD_S", 5.0, 3600.0),
+    ("GYM_CLOCK_MIN_INTERVAL_S", 0.0, 3600.0),
+    ("GYM_CLOCK_MAX_AGE_S", 1.0, 86400.0),
+    ("GYM_CLOCK_DRIFT_PPM", 0.0, 1000.0),
+    ("GYM_CLOCK_MARGIN_MS", 0.0, 1000.0),
+)
+
+
+def _gym_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The gym block's settings (GYM_CLOCK_*, PREFLIGHT_LEAD_S, NOTIFY_SIGNING_SECRET)."""
+    out: dict[str, Any] = {}
+    for name, low, high in _GYM_FLOATS:
+        if name in environ:
+            out[name] = parse_float(name, environ[name], low=low, high=high)
+    if "GYM_CLOCK_PROBES" in environ:
+        out["GYM_CLOCK_PROBES"] = parse_int(
+            "GYM_CLOCK_PROBES", environ["GYM_CLOCK_PROBES"], low=0, high=30
+        )
+    if "PREFLIGHT_LEAD_S" in environ:
+        out["PREFLIGHT_LEAD_S"] = parse_int(
+            "PREFLIGHT_LEAD_S", environ["PREFLIGHT_LEAD_S"], low=0, high=86400
+        )
+    secret = environ.get("NOTIFY_SIGNING_SECRET", "").strip()
+    if secret:
+        if len(secret) < 32:
+            raise ConfigError("NOTIFY_SIGNING_SECRET must be at least 32 characters long")
+        out["NOTIFY_SIGNING_SECRET"] = secret
+    return out
+
+
+# --- end gym ----------------------------------------------------------------------------------
 
 
 def parse_float(name: str, raw: str, *, low: float, high: float) -> float:
