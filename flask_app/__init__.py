@@ -12,7 +12,7 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import db, dbschema, periodic, shim
+from flask_app import db, dbschema, notify, periodic, shim
 from flask_app.aimharder import gym_clock
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
@@ -44,6 +44,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     execution.init_app(app)
     gym_clock.init_app(app)
     delivery.init_app(app)
+    notify.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)

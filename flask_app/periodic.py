@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import select
 
+from flask_app.core import preflight
 from flask_app.core.execution import get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
@@ -30,6 +31,9 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Claims whose owner died mid-booking: the cron tick recovers them too, but not once
     # LEGACY_CRON_ENABLED is false; this keeps recovery alive in the QStash-only phase.
     "recover-stale-claims": {"task": "prebooking.recover_stale", "schedule": crontab()},
+    # Before windows open: check stored sessions (PREFLIGHT_LEAD_S ahead) and probe the gym
+    # clocks of the boxes opening soon (GYM_CLOCK_LEAD_S ahead). One schedule for both.
+    "gym-preflight": {"task": "gym.preflight", "schedule": crontab()},
 }
 RECOVER_BATCH = 100
 
@@ -61,6 +65,15 @@ def recover_stale_claims() -> dict[str, int]:
     with get_db().session() as session:
         ids = list(session.scalars(stale))
     return dict(Counter(str(run_arrival(pid, "qstash").action) for pid in ids))
+
+
+@shared_task(name="gym.preflight", max_retries=0)
+def gym_preflight() -> dict[str, Any]:
+    """Check sessions and probe gym clocks ahead of windows (see core/preflight.py)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    now = get_executor().clock.now()
+    sessions_checked = preflight.check_sessions(app, now).to_json()
+    return {"sessions": sessions_checked, "clocks": preflight.probe_clocks(app, now)["probed"]}
 
 
 def init_app(app: Flask) -> None:

@@ -7,9 +7,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
+from flask_app import notify
 from flask_app.api.auth import require_bearer
 from flask_app.api.errors import error
-from flask_app.core import events, repository, sessions
+from flask_app.core import events, preflight, repository, sessions
 from flask_app.db import get_session
 from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.timing import SystemClock
@@ -60,9 +61,20 @@ def _json_body() -> Any:
     return body
 
 
+@bp.errorhandler(notify.NotifyUnavailable)
+def _no_notify(exc: notify.NotifyUnavailable) -> tuple[Response, int]:
+    return error(503, f"{exc}; notify_url cannot be used")
+
+
+@bp.errorhandler(notify.BadNotifyUrl)
+def _bad_notify_url(exc: notify.BadNotifyUrl) -> tuple[Response, int]:
+    return error(422, f"notify_url: {exc}", details=[{"field": "notify_url", "problem": str(exc)}])
+
+
 @bp.post("/api/prebookings")
 def create_prebooking() -> tuple[Response, int]:
     body = PrebookingCreate.model_validate(_json_body())
+    notify.check_url(body.notify_url, current_app.config)
     session = get_session()
     row = repository.create(session, body, _clock.now())
     events.prebooking_created.send(_app(), prebooking=row, session=session)
@@ -94,14 +106,19 @@ def cancel_prebooking(prebooking_id: str) -> Response:
 def put_session(user_email: str) -> Response:
     email = EmailOnly.model_validate({"user_email": user_email}).user_email.lower()
     body = SessionPut.model_validate(_json_body())
+    notify.check_url(body.notify_url, current_app.config)
     session = get_session()
-    row = sessions.store_cookies(session, sessions.get_cipher(), email, body.cookies)
+    cipher = sessions.get_cipher()
+    row = sessions.store_cookies(session, cipher, email, body.cookies, notify_url=body.notify_url)
+    revived = preflight.revive(session, email, _clock.now())  # a fresh session: book them
     session.commit()
     return jsonify(
         {
             "user_email": email,
             "cookie_names": sorted(body.cookies),
             "updated_at": row.updated_at.isoformat(),
+            "notify_url": row.notify_url,
+            "revived": revived,
         }
     )
 

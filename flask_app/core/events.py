@@ -17,3 +17,8 @@ prebooking_created = _signals.signal("prebooking-created")
 
 #: Sent after a prebooking was cancelled and committed (same sender and kwargs).
 prebooking_cancelled = _signals.signal("prebooking-cancelled")
+
+#: Sent after the pre-flight found stored sessions dead and marked their prebookings
+#: session_expired (committed). sender: the Flask app; kwargs: prebooking_ids=list[str],
+#: now=datetime. Notifications (flask_app/notify.py) tell the users from here.
+sessions_expired = _signals.signal("sessions-expired")
