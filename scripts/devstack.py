@@ -25,6 +25,7 @@ from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEV_ENV = ROOT / "instance" / "dev.env"
 PY = sys.executable
+SANDBOX_BOX_ID = "10122"  # the sandbox box's numeric id (booking_data.box_id)
 
 
 def dev_secrets() -> dict[str, str]:
@@ -37,6 +38,9 @@ def dev_secrets() -> dict[str, str]:
             f"SESSION_ENCRYPTION_KEYS={Fernet.generate_key().decode()}\n"
         )
         DEV_ENV.chmod(0o600)
+    if "NOTIFY_SIGNING_SECRET=" not in DEV_ENV.read_text():  # added after the first files
+        with DEV_ENV.open("a") as env_file:
+            env_file.write(f"NOTIFY_SIGNING_SECRET=notify-{secrets.token_urlsafe(32)}\n")
     pairs = (line.split("=", 1) for line in DEV_ENV.read_text().splitlines() if "=" in line)
     return {k.strip(): v.strip() for k, v in pairs}
 
@@ -72,7 +76,15 @@ def commands(env: dict[str, str]) -> dict[str, list[str]]:
         app = [PY, "-m", "flask", "--app", "wsgi", "run", "-p", port, "--with-threads"]
     return {
         "qstash": [PY, "-m", "qstash_dev", "--port", "8080"],
-        "aimharder": [PY, "-m", "aimharder_sandbox", "--port", "8090"],
+        "aimharder": [
+            PY,
+            "-m",
+            "aimharder_sandbox",
+            "--port",
+            "8090",
+            "--box-id",
+            f"sandbox={SANDBOX_BOX_ID}",
+        ],
         "app": app,
         "cron": [PY, "-m", "flask", "--app", "wsgi", "cron", "ping", "--every", "60"],
     }
@@ -111,7 +123,8 @@ Try it:
   curl -s -X POST {base}/api/prebookings -H "Authorization: Bearer $API_TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"user_email": "ana@example.com",
        "available_at": "'$(date -u -d '+30 seconds' +%Y-%m-%dT%H:%M:%S+00:00)'",
-       "booking_data": {{"box": "sandbox", "class_id": "1001", "day": "'$(date -u +%Y%m%d)'"}}}}'
+       "booking_data": {{"box": "sandbox", "box_id": "{SANDBOX_BOX_ID}", "class_id": "1001",
+                         "day": "'$(date -u +%Y%m%d)'"}}}}'
   curl -s {base}/api/prebookings -H "Authorization: Bearer $API_TOKEN"
 """
 
