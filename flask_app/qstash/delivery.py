@@ -221,7 +221,7 @@ def _relay_query(now: datetime, horizon: datetime, after: tuple[datetime, str] |
     stmt = (
         select(Prebooking)
         .where(
-            Prebooking.status == PrebookingStatus.PENDING,
+            Prebooking.status.in_(sources(Event.CLAIM)),
             Prebooking.qstash_message_id.is_(None),
             Prebooking.available_at > now,
             Prebooking.available_at <= horizon,
@@ -428,7 +428,7 @@ def _settle(session: Session, entry: Any, now: datetime) -> str:
     if row is None:
         return "unknown"
     session.refresh(row)
-    if row.status != PrebookingStatus.PENDING:
+    if row.status not in sources(Event.CLAIM):
         return f"already_{row.status}"
     if row.qstash_message_id not in (None, entry.message_id):
         return "superseded"  # a newer message exists for it (e.g. re-published)
