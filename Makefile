@@ -4,8 +4,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+JS_SDK := tests/qstash_dev/js
 
-.PHONY: run test lint typecheck reliability bench clean postgres chromium
+.PHONY: run test lint typecheck reliability bench clean postgres chromium js-sdk
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,18 @@ postgres:
 chromium:
 	@scripts/ensure-chromium.sh
 
+## js-sdk: install the official JS SDK pinned in tests/qstash_dev/js/package-lock.json (npm ci)
+js-sdk: $(JS_SDK)/node_modules/.installed
+
+$(JS_SDK)/node_modules/.installed: $(JS_SDK)/package.json $(JS_SDK)/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+	  echo "node and npm are needed for the JS SDK test (tests/qstash_dev): install Node.js 18+" >&2; \
+	  exit 1; }
+	cd $(JS_SDK) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
 ## test: the same set-up, then the whole suite; non-zero on any failure
-test: $(STAMP) postgres chromium
+test: $(STAMP) postgres chromium js-sdk
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
 
@@ -44,4 +55,4 @@ typecheck: $(STAMP)
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) instance/*.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance/*.db .pytest_cache .mypy_cache .ruff_cache $(JS_SDK)/node_modules

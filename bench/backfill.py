@@ -42,8 +42,8 @@ from flask_app.config import DEV_QSTASH_TOKEN  # noqa: E402
 from flask_app.db import get_db  # noqa: E402
 from flask_app.dbschema import upgrade  # noqa: E402
 from flask_app.models import Prebooking  # noqa: E402
-from flask_app.qstash.delivery import policy_from  # noqa: E402
 from flask_app.qstash.gateway import Gateway, get_gateway  # noqa: E402
+from flask_app.qstash.publish import policy_from  # noqa: E402
 from migration.backfill import plan_backfill, run_backfill, unpublished_pages  # noqa: E402
 
 POSTGRES_ADMIN_URL = os.environ.get(

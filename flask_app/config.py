@@ -1,4 +1,7 @@
-"""Settings: the contract's environment variables, parsed in one pure function."""
+"""Settings: the contract's environment variables, parsed in one pure function.
+
+The cron path's variables (LEGACY_CRON_ENABLED, CRON_*) belong to it: legacy_cron.settings.
+"""
 
 from __future__ import annotations
 
@@ -29,13 +32,11 @@ class Defaults:
     QSTASH_ENABLED = False
     QSTASH_SHADOW = False
     QSTASH_ROLLOUT_PERCENT = 100
-    LEGACY_CRON_ENABLED = True
     QSTASH_URL = "http://127.0.0.1:8080"
     QSTASH_TOKEN = DEV_QSTASH_TOKEN
     QSTASH_CURRENT_SIGNING_KEY = DEV_QSTASH_CURRENT_SIGNING_KEY
     QSTASH_NEXT_SIGNING_KEY = DEV_QSTASH_NEXT_SIGNING_KEY
     APP_BASE_URL = "http://127.0.0.1:5000"
-    CRON_SECRET: str | None = None
     API_TOKEN: str | None = None
     SESSION_ENCRYPTION_KEYS: str | None = None
     AIMHARDER_BASE_URL: str | None = None
@@ -64,11 +65,6 @@ class Defaults:
     QSTASH_MAX_LEAD_SECONDS = 60.0
     QSTASH_FIRE_STAGGER_MS = 0.01
     QSTASH_MAX_DELAY = timedelta(days=7)
-    # Legacy cron tick: stop launching bookings that could not finish within the budget
-    # (cron-job.org gives up after 30 s), space launches by the stagger, take at most the limit.
-    CRON_TICK_BUDGET_S = 20
-    CRON_STAGGER_MS = 50
-    CRON_BATCH_LIMIT = 50
     # Bodies larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 64 * 1024
 
@@ -95,7 +91,6 @@ class Defaults:
 _BOOLS = (
     "QSTASH_ENABLED",
     "QSTASH_SHADOW",
-    "LEGACY_CRON_ENABLED",
     "TASK_ALWAYS_EAGER",
     "AIMHARDER_FIRING_LINE",
 )
@@ -106,7 +101,6 @@ _STRINGS = (
     "QSTASH_CURRENT_SIGNING_KEY",
     "QSTASH_NEXT_SIGNING_KEY",
     "APP_BASE_URL",
-    "CRON_SECRET",
     "API_TOKEN",
     "SESSION_ENCRYPTION_KEYS",
     "AIMHARDER_BASE_URL",
@@ -169,9 +163,6 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ["AIMHARDER_TIMEOUT_S"]
         out["AIMHARDER_TIMEOUT_S"] = parse_float("AIMHARDER_TIMEOUT_S", raw, low=0.5, high=60)
     ints = (
-        ("CRON_TICK_BUDGET_S", 1),
-        ("CRON_STAGGER_MS", 0),
-        ("CRON_BATCH_LIMIT", 1),
         ("DB_POOL_SIZE", 1),
         ("DB_MAX_OVERFLOW", 0),
     )

@@ -12,16 +12,16 @@ from typing import Any
 from flask import Flask, current_app
 from sqlalchemy import select
 
+from flask_app import paths
 from flask_app.core import preflight
 from flask_app.core.execution import get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
 from flask_app.models import Prebooking
-from flask_app.qstash import delivery
+from flask_app.qstash import dlq, relay
 from flask_app.shim import shared_task
 from flask_app.shim.flask import get_celery
 from flask_app.shim.schedules import crontab
-from flask_app.tasks import run_arrival
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Windows beyond QStash's maximum delay, and publishes that failed, get their message.
@@ -40,16 +40,16 @@ RECOVER_BATCH = 100
 
 @shared_task(name="prebooking.relay", max_retries=0)
 def relay_prebookings() -> dict[str, Any]:
-    """Publish the pending prebookings QStash can now take (see delivery.relay)."""
+    """Publish the pending prebookings QStash can now take (see relay.relay)."""
     with get_db().session() as session:
-        return delivery.relay(session, get_executor().clock.now()).to_json()
+        return relay.relay(session, get_executor().clock.now()).to_json()
 
 
 @shared_task(name="qstash.reconcile_dlq", max_retries=0)
 def reconcile_dead_letters() -> dict[str, Any]:
-    """Settle the prebookings whose deliveries died in the DLQ (see delivery.reconcile_dlq)."""
+    """Settle the prebookings whose deliveries died in the DLQ (see dlq.reconcile_dlq)."""
     with get_db().session() as session:
-        return delivery.reconcile_dlq(session, get_executor().clock.now()).to_json()
+        return dlq.reconcile_dlq(session, get_executor().clock.now()).to_json()
 
 
 @shared_task(name="prebooking.recover_stale", max_retries=0)
@@ -64,7 +64,8 @@ def recover_stale_claims() -> dict[str, int]:
     )
     with get_db().session() as session:
         ids = list(session.scalars(stale))
-    return dict(Counter(str(run_arrival(pid, "qstash").action) for pid in ids))
+    executor = get_executor()
+    return dict(Counter(str(executor.attempt(pid, path=paths.QSTASH).action) for pid in ids))
 
 
 @shared_task(name="gym.preflight", max_retries=0)

@@ -27,8 +27,7 @@ from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.core.prebooking import Event, PrebookingStatus, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
-from flask_app.qstash import delivery
-from flask_app.tasks import run_arrival
+from flask_app.qstash import publish, relay
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +247,11 @@ def relay_to_qstash(app: Flask, now: datetime) -> int:
     The relay also runs as a QStash schedule (flask_app.periodic); here it is a free extra.
     Its failures never fail the tick.
     """
-    if not delivery.is_publishing(app.config):
+    if not publish.is_publishing(app.config):
         return 0
     try:
         with app.app_context(), get_db(app).session() as session:
-            return delivery.relay(session, now).published
+            return relay.relay(session, now).published
     except Exception:
         log.warning("relay from the cron tick failed", exc_info=True)
         return 0
@@ -272,8 +271,8 @@ def _run_launches(
     def run(i: int, launch: Launch) -> None:
         try:
             with app.app_context():
-                results[i] = run_arrival(
-                    launch.candidate.id, PATH, arrived_at=arrived_at, fire_at=launch.fire_at
+                results[i] = get_executor(app).attempt(
+                    launch.candidate.id, path=PATH, arrived_at=arrived_at, fire_at=launch.fire_at
                 )
         except Exception as exc:  # one bad prebooking must not sink the tick
             log.warning("cron attempt %s raised", launch.candidate.id, exc_info=True)

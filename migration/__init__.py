@@ -21,7 +21,7 @@ from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
 from flask_app.db import get_db
-from flask_app.qstash import delivery, gateway
+from flask_app.qstash import gateway, publish
 from migration.backfill import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MIN_NOTICE,
@@ -104,7 +104,7 @@ def backfill_command(dry_run: bool, batch_size: int, min_notice: float | None, f
             session_factory=factory,
             gateway=gateway.get_gateway(app),
             clock=lambda: datetime.now(UTC),
-            policy=delivery.policy_from(app.config),
+            policy=publish.policy_from(app.config),
             rollout_percent=int(app.config.get("QSTASH_ROLLOUT_PERCENT", 100)),
             min_notice=_min_notice(app, min_notice),
             batch_size=batch_size,
@@ -203,7 +203,7 @@ def status_command(fmt: str, min_notice: float | None) -> None:
     counts = collect_status(
         session_factory=_session_factory(app),
         now=datetime.now(UTC),
-        policy=delivery.policy_from(app.config),
+        policy=publish.policy_from(app.config),
         rollout_percent=int(app.config.get("QSTASH_ROLLOUT_PERCENT", 100)),
         min_notice=_min_notice(app, min_notice),
     )

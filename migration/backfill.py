@@ -20,9 +20,10 @@ from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
 from flask_app.models import Prebooking
-from flask_app.qstash.delivery import DLQ_MARK, crowd_ranks
+from flask_app.qstash.dlq import DLQ_MARK
 from flask_app.qstash.gateway import Message, Published, QStashError, QStashRejected
 from flask_app.qstash.planning import PublishPolicy, Skip, plan_row
+from flask_app.qstash.publish import crowd_ranks
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, not_, select
 from sqlalchemy.orm import Session
 
 from flask_app.models import Prebooking
-from flask_app.qstash.delivery import DLQ_MARK
+from flask_app.qstash.dlq import DLQ_MARK
 from flask_app.qstash.planning import PublishPolicy
 from migration.backfill import PENDING, plan_backfill, unpublished_pages
 

@@ -17,8 +17,10 @@ from urllib.parse import parse_qs, unquote
 
 from werkzeug.wrappers import Request, Response
 
+from qstash_dev import filters
 from qstash_dev.engine import Broker
 from qstash_dev.errors import BadRequest, MethodNotAllowed, NotFound, QStashDevError, Unauthorized
+from qstash_dev.filters import Params
 from qstash_dev.publishing import PublishRequest, parse_publish, split_destination
 
 log = logging.getLogger(__name__)
@@ -142,20 +144,22 @@ def cancel_message(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 def cancel_messages(broker: Broker, call: Call, m: re.Match[str]) -> Response:
     """DELETE /v2/messages: ids or filters from a JSON body or the query."""
-    filters = _filters(call)
-    ids = filters.pop("messageIds", None)
-    return _json({"cancelled": broker.cancel_many(_split(ids), filters)})
+    params = _params(call)
+    ids = _split(params.pop("messageIds", None))
+    count = _given_count(params, maximum=500)  # none given: every match (the API docs)
+    filt = filters.parse(params, filters.MESSAGES)
+    return _json({"cancelled": broker.cancel_many(ids, filt, count)})
 
 
-def _filters(call: Call) -> dict[str, list[str]]:
-    """Filters from the query merged with a JSON object body (qstash-py sends a body)."""
-    filters = {k: list(v) for k, v in call.query.items() if k != "qstash_token"}
+def _params(call: Call) -> Params:
+    """The query merged with a JSON object body (qstash-py sends a body), minus the token."""
+    params = {k: list(v) for k, v in call.query.items() if k != "qstash_token"}
     body = call.json_body()
     if isinstance(body, dict):
         for key, value in body.items():
             values = value if isinstance(value, list) else [value]
-            filters[key] = [str(v) for v in values if v is not None]
-    return filters
+            params[key] = [str(v) for v in values if v is not None]
+    return params
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -199,10 +203,10 @@ def pause_schedule(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 def list_dlq(broker: Broker, call: Call, m: re.Match[str]) -> Response:
     """GET /v2/dlq."""
-    filters = _filters(call)
-    cursor = _first(filters.pop("cursor", None))
-    count = int((filters.pop("count", None) or ["100"])[0])
-    return _json(broker.dlq_list(filters, cursor, count))
+    params = _params(call)
+    cursor = _first(params.pop("cursor", None))
+    count = _count(params, default=100, maximum=100, clamp=True)
+    return _json(broker.dlq_list(filters.parse(params, filters.DLQ_LIST), cursor, count))
 
 
 def dlq_item(broker: Broker, call: Call, m: re.Match[str]) -> Response:
@@ -215,11 +219,9 @@ def dlq_item(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 
 def delete_dlq(broker: Broker, call: Call, m: re.Match[str]) -> Response:
-    """DELETE /v2/dlq: ids from a JSON body or repeated `dlqIds` query."""
-    filters = _filters(call)
-    ids = _split(filters.pop("dlqIds", None))
-    filters.pop("count", None)
-    return _json({"deleted": broker.dlq_delete_many(ids, filters)})
+    """DELETE /v2/dlq: `dlqIds` (JSON body or repeated query), else a page of a filter."""
+    ids, page = _dlq_bulk(call)
+    return _json(broker.dlq_delete_many(ids, page))
 
 
 def retry_dlq_one(broker: Broker, call: Call, m: re.Match[str]) -> Response:
@@ -229,14 +231,49 @@ def retry_dlq_one(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 
 def retry_dlq_many(broker: Broker, call: Call, m: re.Match[str]) -> Response:
-    """POST /v2/dlq/retry?dlqIds=a&dlqIds=b (or a JSON body `{"dlqIds": [...]}`)."""
-    filters = _filters(call)
-    ids = _split(filters.pop("dlqIds", None))
-    if ids is None:
-        listed = broker.dlq_list(filters, None, 100)["messages"]
-        ids = [str(e["dlqId"]) for e in listed]
-    overrides = call.publish_request("")
-    return _json({"responses": broker.dlq_retry(ids, overrides)}, 201)
+    """POST /v2/dlq/retry: `dlqIds` (query or JSON body), else a page of a filter."""
+    ids, page = _dlq_bulk(call)
+    return _json(broker.dlq_retry_many(ids, page, call.publish_request("")), 201)
+
+
+def _dlq_bulk(call: Call) -> tuple[list[str] | None, filters.DlqPage]:
+    """Explicit ids, and the filtered page (`count` ≤ 100 after `cursor`) taken without them.
+
+    Raises:
+        BadRequest: an unknown filter or a bad count.
+    """
+    params = _params(call)
+    ids = _split(params.pop("dlqIds", None))
+    cursor = _first(params.pop("cursor", None))
+    count = _count(params, default=100, maximum=100)
+    return ids, filters.DlqPage(filters.parse(params, filters.DLQ_BULK), cursor, count)
+
+
+def _count(params: Params, default: int, maximum: int, *, clamp: bool = False) -> int:
+    """Pop `count` (see `_given_count`), or `default` when absent.
+
+    Raises:
+        BadRequest: a bad count.
+    """
+    count = _given_count(params, maximum, clamp=clamp)
+    return default if count is None else count
+
+
+def _given_count(params: Params, maximum: int, *, clamp: bool = False) -> int | None:
+    """Pop `count`: a whole number from 1 to `maximum` (lists clamp larger ones to it).
+
+    Raises:
+        BadRequest: not a whole number, below 1, or (unless clamped) above `maximum`.
+    """
+    raw = params.pop("count", None)
+    if not raw:
+        return None
+    text = raw[0].strip()
+    if len(raw) != 1 or not text.isdigit() or int(text) < 1:
+        raise BadRequest(f"count must be a whole number from 1 to {maximum}, got {raw}")
+    if int(text) > maximum and not clamp:
+        raise BadRequest(f"count must be at most {maximum}, got {text}")
+    return min(int(text), maximum)
 
 
 # ----- queues, URL groups, keys, events, flow control ------------------------------------------
@@ -315,10 +352,10 @@ def rotate_keys(broker: Broker, call: Call, m: re.Match[str]) -> Response:
 
 def list_events(broker: Broker, call: Call, m: re.Match[str]) -> Response:
     """GET /v2/events (key `events`) and GET /v2/logs (key `logs`)."""
-    filters = {k: list(v) for k, v in call.query.items()}
-    cursor = _first(filters.pop("cursor", None))
-    count = int((filters.pop("count", None) or ["100"])[0])
-    result = broker.events(filters, cursor, count)
+    params = {k: list(v) for k, v in call.query.items() if k != "qstash_token"}
+    cursor = _first(params.pop("cursor", None))
+    count = _count(params, default=100, maximum=1000, clamp=True)
+    result = broker.events(filters.parse(params, filters.EVENTS), cursor, count)
     if m.group(1) == "logs":
         result["logs"] = result.pop("events")
     return _json(result)

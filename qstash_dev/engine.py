@@ -19,6 +19,7 @@ from typing import Any
 
 from qstash_dev import cron, expr, publishing, signing
 from qstash_dev.errors import BadRequest, NotFound, QStashDevError
+from qstash_dev.filters import DlqPage, Filter
 from qstash_dev.models import (
     FINAL_STATES,
     JSON,
@@ -639,14 +640,16 @@ class Broker:
             attempts = self._cancel(msg)
         self._sender.submit(attempts)
 
-    def cancel_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
-        """Cancel the listed messages, or every pending one matching the filters (all if none)."""
+    def cancel_many(self, ids: list[str] | None, filt: Filter, count: int | None = None) -> int:
+        """Cancel the listed messages, or the pending ones `filt` matches (the oldest `count`)."""
         with self._lock:
             if ids is not None:  # an explicit, even empty, id list never means "everything"
                 targets = [self._messages[i] for i in ids if i in self._messages]
+                targets = [m for m in targets if m.state not in FINAL_STATES]
             else:
-                targets = [m for m in self._messages.values() if _matches_message(m, filters)]
-            targets = [m for m in targets if m.state not in FINAL_STATES]
+                pending = [m for m in self._messages.values() if m.state not in FINAL_STATES]
+                targets = [m for m in pending if filt.matches(message_to_api(m))]
+                targets = sorted(targets, key=lambda m: m.created_ms)[:count]
             attempts: list[Attempt] = []
             for msg in targets:
                 attempts.extend(self._cancel(msg))
@@ -777,18 +780,31 @@ class Broker:
 
     # ----- DLQ API ---------------------------------------------------------------------------
 
-    def dlq_list(self, filters: dict[str, list[str]], cursor: str | None, count: int) -> JSON:
-        """A page of DLQ entries (oldest first), with `cursor` when more remain."""
+    def dlq_list(self, filt: Filter, cursor: str | None, count: int) -> JSON:
+        """A page of DLQ entries (oldest first), with `cursor` when more remain.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
         with self._lock:
-            entries = sorted(self._dlq.values(), key=lambda e: _dlq_order(e.dlq_id))
-            if cursor:
-                entries = [e for e in entries if _dlq_order(e.dlq_id) > _dlq_order(cursor)]
-            matched = [e for e in entries if _matches_dlq(e, filters)]
-            page = matched[: max(1, min(count, 100))]
-            out: JSON = {"messages": [dlq_to_api(e) for e in page]}
-            if len(matched) > len(page):
-                out["cursor"] = page[-1].dlq_id
-            return out
+            page, after = self._dlq_page(filt, cursor, count)
+            return _paged({"messages": [dlq_to_api(e) for e in page]}, after)
+
+    def _dlq_page(
+        self, filt: Filter, cursor: str | None, count: int
+    ) -> tuple[list[DlqEntry], str | None]:
+        """Up to `count` entries `filt` matches after `cursor`, oldest first, and the next cursor.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
+        start = _dlq_cursor(cursor) if cursor else (-1, -1)
+        entries = sorted(self._dlq.values(), key=lambda e: _dlq_order(e.dlq_id))
+        matched = [
+            e for e in entries if _dlq_order(e.dlq_id) > start and filt.matches(dlq_to_api(e))
+        ]
+        page = matched[: max(1, count)]
+        return page, page[-1].dlq_id if len(matched) > len(page) else None
 
     def dlq_get(self, dlq_id: str) -> JSON:
         """One DLQ entry.
@@ -816,12 +832,18 @@ class Broker:
             self._dlq_entry(dlq_id)
             self._dlq_remove([dlq_id])
 
-    def dlq_delete_many(self, ids: list[str] | None, filters: dict[str, list[str]]) -> int:
-        """Remove the listed entries, or all matching the filters."""
+    def dlq_delete_many(self, ids: list[str] | None, page: DlqPage) -> JSON:
+        """Remove the listed entries, or one page of those the filter matches.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
         with self._lock:
+            after = None
             if ids is None:
-                ids = [e.dlq_id for e in self._dlq.values() if _matches_dlq(e, filters)]
-            return self._dlq_remove(ids)
+                entries, after = self._dlq_page(page.filt, page.cursor, page.count)
+                ids = [e.dlq_id for e in entries]
+            return _paged({"deleted": self._dlq_remove(ids)}, after)
 
     def _dlq_remove(self, ids: list[str]) -> int:
         """Delete entries; return how many existed."""
@@ -848,6 +870,22 @@ class Broker:
                 out.append({"messageId": msg.id})
             self._dlq_remove(ids)
             return out
+
+    def dlq_retry_many(
+        self, ids: list[str] | None, page: DlqPage, overrides: PublishRequest | None
+    ) -> JSON:
+        """Retry the listed entries, or one page of those the filter matches.
+
+        Raises:
+            NotFound: a listed id is unknown.
+            BadRequest: a malformed cursor.
+        """
+        with self._lock:
+            after = None
+            if ids is None:
+                entries, after = self._dlq_page(page.filt, page.cursor, page.count)
+                ids = [e.dlq_id for e in entries]
+            return _paged({"responses": self.dlq_retry(ids, overrides)}, after)
 
     # ----- queues, URL groups, keys, events, flow control ------------------------------------
 
@@ -979,17 +1017,23 @@ class Broker:
             self._store.put("keys", "keys", self.keys())
             return self.keys()
 
-    def events(self, filters: dict[str, list[str]], cursor: str | None, count: int) -> JSON:
-        """Event-log entries, newest first, with `cursor` when more remain."""
+    def events(self, filt: Filter, cursor: str | None, count: int) -> JSON:
+        """Event-log entries, newest first, with `cursor` when more remain.
+
+        Raises:
+            BadRequest: a malformed cursor.
+        """
+        if cursor and not cursor.isdigit():
+            raise BadRequest(f"invalid cursor {cursor!r}")
         with self._lock:
             limit = max(1, min(count, 1000))
-            before = int(cursor) if cursor and cursor.isdigit() else None
+            before = int(cursor) if cursor else None
             page: list[JSON] = []
             more = False
             for entry in reversed(self._events):
                 if before is not None and entry["_seq"] >= before:
                     continue
-                if not _matches_event(entry, filters):
+                if not filt.matches(entry):
                     continue
                 if len(page) == limit:
                     more = True
@@ -1114,56 +1158,20 @@ def _dlq_order(dlq_id: str) -> tuple[int, int]:
         return 0, 0
 
 
-def _matches(values: dict[str, Any], filters: dict[str, list[str]], keys: dict[str, str]) -> bool:
-    """Generic filter: each given filter (OR over its values) must match (AND across filters)."""
-    for query_key, field_key in keys.items():
-        wanted = [w for v in filters.get(query_key, []) for w in v.split(",") if w]
-        if wanted and str(values.get(field_key)) not in wanted:
-            return False
-    created = int(values.get("createdAt") or values.get("time") or 0)
-    if filters.get("fromDate") and created < int(filters["fromDate"][0]):
-        return False
-    return not (filters.get("toDate") and created > int(filters["toDate"][0]))
+def _dlq_cursor(cursor: str) -> tuple[int, int]:
+    """The position a DLQ cursor (a `<ms>-<seq>` id) stands for.
+
+    Raises:
+        BadRequest: not such an id.
+    """
+    head, sep, tail = cursor.partition("-")
+    if not (head.isdigit() and sep and tail.isdigit()):
+        raise BadRequest(f"invalid cursor {cursor!r}")
+    return int(head), int(tail)
 
 
-_COMMON = {
-    "url": "url",
-    "topicName": "topicName",
-    "queueName": "queueName",
-    "scheduleId": "scheduleId",
-    "label": "label",
-    "flowControlKey": "flowControlKey",
-}
-
-
-def _matches_message(msg: Message, filters: dict[str, list[str]]) -> bool:
-    """Bulk-cancel filters."""
-    keys = dict(_COMMON, callerIp="callerIP", callerIP="callerIP")
-    return _matches(message_to_api(msg), filters, keys)
-
-
-def _matches_dlq(entry: DlqEntry, filters: dict[str, list[str]]) -> bool:
-    """DLQ list filters."""
-    keys = dict(
-        _COMMON,
-        messageId="messageId",
-        dlqIds="dlqId",
-        responseStatus="responseStatus",
-        callerIp="callerIP",
-    )
-    return _matches(dlq_to_api(entry), filters, keys)
-
-
-_STATE_ALIASES = {"CANCELLED": ["CANCELED"], "IN_PROGRESS": ["ACTIVE", "RETRY", "ERROR"]}
-
-
-def _matches_event(entry: JSON, filters: dict[str, list[str]]) -> bool:
-    """Event-log filters (state accepts `CANCELLED` and `IN_PROGRESS`)."""
-    states = [s for v in filters.get("state", []) for s in _STATE_ALIASES.get(v, [v])]
-    if states and entry["state"] not in states:
-        return False
-    ids = filters.get("messageId", []) + filters.get("messageIds", [])
-    if ids and entry["messageId"] not in ids:
-        return False
-    keys = dict(_COMMON, callerIp="callerIp")
-    return _matches(entry, filters, keys)
+def _paged(out: JSON, cursor: str | None) -> JSON:
+    """A response with `cursor` set only when more remain (never `""`, reference §0)."""
+    if cursor is not None:
+        out["cursor"] = cursor
+    return out

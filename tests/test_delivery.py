@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flask_app.core.execution import Action, get_executor
-from flask_app.qstash import delivery
+from flask_app.qstash import dlq, relay
 from flask_app.qstash.planning import is_in_rollout
 from tests.factories import booking_data, make_prebooking, reload, store_session
 from tests.fake_gateway import DlqEntry, FakeGateway
@@ -123,7 +123,7 @@ def test_relay_publishes_a_failed_publish_once_qstash_is_back(app, client, auth,
     resp = create(client, auth, datetime.now(UTC) + timedelta(hours=1))
     gateway.down = False
     with app.app_context():
-        report = delivery.relay(session, datetime.now(UTC))
+        report = relay.relay(session, datetime.now(UTC))
     assert report.published == 1
     assert reload(session, resp.json["id"]).qstash_message_id == "msg_fake_1"
 
@@ -136,10 +136,10 @@ def test_beyond_max_delay_gets_no_message_now_and_the_relay_publishes_it_later(
     assert resp.status_code == 201 and resp.json["qstash_message_id"] is None
     assert gateway.published == []
     with app.app_context():
-        early = delivery.relay(session, datetime.now(UTC) + timedelta(days=1))
+        early = relay.relay(session, datetime.now(UTC) + timedelta(days=1))
         assert early.published == 0
         later = datetime.now(UTC) + timedelta(days=2, hours=1)
-        assert delivery.relay(session, later).published == 1
+        assert relay.relay(session, later).published == 1
     [msg] = gateway.published
     assert msg.not_before == math.floor((opens - timedelta(seconds=3)).timestamp())
     assert reload(session, resp.json["id"]).qstash_message_id == "msg_fake_1"
@@ -170,7 +170,7 @@ def test_the_relay_spreads_a_crowd_like_the_create_path(app, client, auth, gatew
     ids = [create(client, auth, opens, email=f"u{i}@example.com").json["id"] for i in range(3)]
     assert gateway.published == []  # beyond the max delay at create
     with app.app_context():
-        assert delivery.relay(session, opens - timedelta(days=6)).published == 3
+        assert relay.relay(session, opens - timedelta(days=6)).published == 3
     by_id = {msg.body["prebookingId"]: msg for msg in gateway.published}
     assert [_lead_s(opens, by_id[pid]) for pid in ids] == [3, 4, 5]
 
@@ -191,18 +191,18 @@ def test_relay_skips_cancelled_published_and_out_of_rollout_prebookings(app, ses
     app.config["QSTASH_ROLLOUT_PERCENT"] = 0
     fresh = make_prebooking(session, available_at=soon)
     with app.app_context():
-        report = delivery.relay(session, now)
+        report = relay.relay(session, now)
     assert report.published == 0 and report.skipped == {"not_in_rollout": 1}
     assert reload(session, fresh.id).qstash_message_id is None
 
 
 def test_relay_pages_through_many_prebookings_in_batches(app, session, gateway):
     now = datetime.now(UTC)
-    for i in range(delivery.RELAY_BATCH + 5):
+    for i in range(relay.RELAY_BATCH + 5):
         make_prebooking(session, available_at=now + timedelta(minutes=10, seconds=i % 3))
     with app.app_context():
-        assert delivery.relay(session, now).published == delivery.RELAY_BATCH + 5
-    assert len({m.deduplication_id for m in gateway.published}) == delivery.RELAY_BATCH + 5
+        assert relay.relay(session, now).published == relay.RELAY_BATCH + 5
+    assert len({m.deduplication_id for m in gateway.published}) == relay.RELAY_BATCH + 5
 
 
 def test_cancelling_a_prebooking_cancels_its_message(client, auth, gateway):
@@ -236,8 +236,8 @@ def test_reconcile_dlq_hands_a_prebooking_still_in_time_back_to_cron(app, sessio
     row = make_prebooking(session, available_at=now + timedelta(minutes=1), qstash_message_id="m1")
     gateway.dlq.append(dead(row, 503, "database unavailable"))
     with app.app_context():
-        report = delivery.reconcile_dlq(session, now)
-        assert delivery.relay(session, now).published == 0  # not re-published
+        report = dlq.reconcile_dlq(session, now)
+        assert relay.relay(session, now).published == 0  # not re-published
     assert report.outcomes == {"handed_to_cron": 1} and report.deleted == 1
     row = reload(session, row.id)
     assert (row.status, row.qstash_message_id) == ("pending", None)
@@ -252,7 +252,7 @@ def test_reconcile_dlq_fails_a_prebooking_whose_window_is_long_gone(app, session
     row = make_prebooking(session, available_at=now - timedelta(hours=1), qstash_message_id="m1")
     gateway.dlq.append(dead(row, 401, "invalid signature"))
     with app.app_context():
-        report = delivery.reconcile_dlq(session, now)
+        report = dlq.reconcile_dlq(session, now)
     assert report.outcomes == {"failed": 1}
     row = reload(session, row.id)
     assert row.status == "failed"
@@ -266,7 +266,7 @@ def test_reconcile_dlq_leaves_executed_rows_and_foreign_entries_alone(app, sessi
     foreign = DlqEntry("dlq-other", "m2", "https://elsewhere.example.com/hook", "{}", 500)
     gateway.dlq.append(foreign)
     with app.app_context():
-        report = delivery.reconcile_dlq(session, datetime.now(UTC))
+        report = dlq.reconcile_dlq(session, datetime.now(UTC))
     assert report.outcomes == {"already_completed": 1}
     assert reload(session, row.id).status == "completed"
     assert gateway.dlq == [foreign]

@@ -1,4 +1,4 @@
-"""Both paths run the prebooking.execute shim task; the tick relays; metrics see it all."""
+"""The QStash path wired together: the webhook, metrics, the periodic jobs (shim tasks)."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,16 +7,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flask_app.models import Prebooking
 from flask_app.periodic import BEAT_SCHEDULE, recover_stale_claims, relay_prebookings
-from flask_app.shim import signals
 from flask_app.shim.flask import get_celery
-from flask_app.tasks import execute_prebooking, restore, summarize
-from tests.conftest import CRON_SECRET
 from tests.factories import make_prebooking, store_session
 from tests.fake_gateway import FakeGateway
 from tests.test_callbacks import body_for, deliver
-
-CRON = {"Authorization": f"Bearer {CRON_SECRET}"}
-TICK = "/api/cron/prebooking-scheduler"
 
 
 @pytest.fixture
@@ -50,25 +44,7 @@ def samples(client, name):
     ]
 
 
-def test_webhook_and_cron_tick_both_run_the_shim_task(client, session, booking_client):
-    via_qstash = make_prebooking(session, qstash_message_id="msg_1")
-    via_cron = make_prebooking(session, booking_data=via_qstash.booking_data | {"class_id": "2"})
-    seen = []
-
-    def prerun(sender=None, task_id=None, task=None, args=None, **kwargs):
-        seen.append((args[0], args[1]))
-
-    signals.task_prerun.connect(prerun, sender=execute_prebooking, weak=False)
-    try:
-        assert deliver(client, body_for(via_qstash)).status_code == 200
-        assert client.post(TICK, headers=CRON).json["booked"] == 1
-    finally:
-        signals.task_prerun.disconnect(prerun, sender=execute_prebooking)
-    assert seen == [(via_qstash.id, "qstash"), (via_cron.id, "cron")]
-    assert len(booking_client.calls) == 2
-
-
-def test_metrics_count_task_runs_webhook_answers_and_publish_errors(client, session, gateway, auth):
+def test_metrics_count_arrivals_webhook_answers_and_publish_errors(client, session, gateway, auth):
     due = make_prebooking(session, qstash_message_id="msg_1")
     deliver(client, body_for(due))
     deliver(client, body_for(due), signed=b"forged")
@@ -84,20 +60,11 @@ def test_metrics_count_task_runs_webhook_answers_and_publish_errors(client, sess
         },
     )
     assert made.status_code == 201 and made.json["qstash_message_id"] is None
-    runs = samples(client, "prebooking_task_runs_total")
-    assert ({"path": "qstash", "state": "SUCCESS"}, 1.0) in runs
+    arrivals = samples(client, "prebooking_arrivals_total")
+    assert arrivals == [({"path": "qstash", "action": "executed"}, 1.0)]
     answers = dict((s["status"], v) for s, v in samples(client, "qstash_webhook_responses_total"))
     assert answers == {"200": 1.0, "401": 1.0}
     assert samples(client, "qstash_publish_errors_total") == [({"kind": "unavailable"}, 1.0)]
-
-
-def test_cron_tick_relays_prebookings_that_came_within_qstash_reach(client, session, gateway):
-    later = make_prebooking(session, available_at=datetime.now(UTC) + timedelta(days=2))
-    response = client.post(TICK, headers=CRON)
-    assert response.json["relayed"] == 1
-    session.refresh(later)
-    assert later.qstash_message_id is not None
-    assert gateway.published[0].body["prebookingId"] == later.id
 
 
 def test_beat_schedule_holds_the_relay_and_dlq_jobs(app):
@@ -117,19 +84,10 @@ def test_relay_task_publishes_through_the_shim(app, session, gateway):
     assert result["published"] == 1 and len(gateway.published) == 1
 
 
-def test_attempt_summary_round_trips(app, session):
-    due = make_prebooking(session, qstash_message_id="msg_1")
-    with app.app_context():
-        attempt = restore(execute_prebooking.apply(args=(due.id, "cron")).get())
-    assert restore(summarize(attempt)) == attempt
-    assert attempt.won and attempt.path == "cron"
-
-
-@pytest.mark.parametrize("legacy_cron", [False])
 def test_stale_claims_are_recovered_without_cron_and_never_double_booked(
-    app, session, booking_client, legacy_cron
+    app, session, booking_client
 ):
-    app.config["LEGACY_CRON_ENABLED"] = legacy_cron
+    app.config["LEGACY_CRON_ENABLED"] = False  # the QStash-only phase: no tick recovers them
     past = datetime.now(UTC) - timedelta(minutes=5)
     crashed = make_prebooking(
         session,

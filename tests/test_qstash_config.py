@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from flask_app.config import ConfigError, Defaults, settings_from_env
-from flask_app.qstash.delivery import policy_from
+from flask_app.qstash.publish import policy_from
 from flask_app.timing import SystemClock
 
 

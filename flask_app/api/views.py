@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
-from flask_app import notify
+from flask_app import notify, paths
 from flask_app.api.auth import require_bearer
 from flask_app.api.errors import error
 from flask_app.core import events, preflight, repository, sessions
@@ -127,13 +127,14 @@ def put_session(user_email: str) -> Response:
 def health() -> Response:
     cfg = current_app.config
     flags = {
-        name: cfg[name]
+        name: cfg.get(name)
         for name in (
             "QSTASH_ENABLED",
             "QSTASH_SHADOW",
             "QSTASH_ROLLOUT_PERCENT",
             "LEGACY_CRON_ENABLED",
         )
+        if name in cfg
     }
     configured = {
         name: bool(cfg.get(name))
@@ -144,6 +145,7 @@ def health() -> Response:
             "status": "ok",
             "flags": flags,
             "configured": configured,
+            "paths": {p.name: paths.coverage_of(p, cfg) for p in paths.registered()},
             "qstash_url": cfg["QSTASH_URL"],
             "app_base_url": cfg["APP_BASE_URL"],
         }

@@ -7,8 +7,9 @@ from blinker import Namespace
 _signals = Namespace()
 
 #: Sent once per arrival of a path at the execution core, after it finished, whatever happened.
-#: sender: the path name ("cron" | "qstash" | "shadow"); kwargs: attempt=Attempt, app=the Flask
-#: app whose executor ran it (observers run in worker threads, outside any app context).
+#: sender: the path name (a registered flask_app.paths name); kwargs: attempt=Attempt, app=the
+#: Flask app whose executor ran it (observers run in worker threads, outside any app context).
+#: The one signal comparison and metrics listen to, for every path.
 attempt_finished = _signals.signal("attempt-finished")
 
 #: Sent after a prebooking was created and committed. sender: the Flask app;

@@ -22,8 +22,6 @@ from flask_app.core.execution import Action, Attempt
 from flask_app.db import get_db
 from flask_app.models import Arrival, Prebooking
 from flask_app.observe import metrics, parity
-from flask_app.shim import signals
-from flask_app.tasks import execute_prebooking
 from flask_app.timing import SystemClock
 
 log = logging.getLogger(__name__)
@@ -32,32 +30,8 @@ log = logging.getLogger(__name__)
 def init_app(app: Flask) -> None:
     """Connect the arrival recorder (once per process; it finds the app when it runs)."""
     metrics.init_app(app)
-    # Module-level functions: blinker holds receivers weakly, and connecting twice is a no-op.
+    # A module-level function: blinker holds receivers weakly, and connecting twice is a no-op.
     events.attempt_finished.connect(on_attempt_finished)
-    # Both paths run the prebooking.execute shim task: count its runs through the shim's
-    # Celery-named signals, including runs that raised (they announce no Attempt).
-    signals.task_postrun.connect(on_execute_postrun, sender=execute_prebooking)
-    signals.task_failure.connect(on_execute_failure, sender=execute_prebooking)
-
-
-def on_execute_postrun(sender: Any, *, args: Any, state: str, **_: Any) -> None:
-    """Count one run of the prebooking task by path and final state."""
-    found = metrics.get_metrics()
-    if found is not None:
-        found.task_runs.labels(path=_path_of(args), state=state).inc()
-
-
-def on_execute_failure(sender: Any, *, args: Any, exception: BaseException, **_: Any) -> None:
-    """A run that raised (database down, a bug): logged, as no arrival row can say it."""
-    prebooking_id = args[0] if args else "-"
-    log.warning(
-        "arrival prebooking_id=%s path=%s raised=%s", prebooking_id, _path_of(args),
-        type(exception).__name__,
-    )  # fmt: skip
-
-
-def _path_of(args: Any) -> str:
-    return str(args[1]) if args and len(args) > 1 else "unknown"
 
 
 def on_attempt_finished(

@@ -64,10 +64,6 @@ class Metrics:
             "qstash_webhook_responses", "Responses to QStash deliveries, by HTTP status.",
             ["status"], registry=r,
         )  # fmt: skip
-        self.task_runs = Counter(
-            "prebooking_task_runs", "Runs of the prebooking.execute shim task, by path and state.",
-            ["path", "state"], registry=r,
-        )  # fmt: skip
         self.publish_errors = Counter(
             "qstash_publish_errors", "Failed publishes to QStash, by kind.",
             ["kind"], registry=r,

@@ -1,1 +1,2 @@
-"""The QStash path: gateway (official SDK), signature (Receiver), planning, delivery, webhook."""
+"""The QStash path: gateway (official SDK), signature (Receiver), planning, publish,
+relay, DLQ and the webhook."""

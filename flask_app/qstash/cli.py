@@ -10,7 +10,7 @@ from flask.cli import AppGroup
 
 from flask_app.core.execution import get_executor
 from flask_app.db import get_db
-from flask_app.qstash import delivery
+from flask_app.qstash import dlq, relay
 
 qstash_cli = AppGroup("qstash", help="QStash path: relay late publishes, reconcile the DLQ.")
 
@@ -19,7 +19,7 @@ qstash_cli = AppGroup("qstash", help="QStash path: relay late publishes, reconci
 def relay_command() -> None:
     """Publish pending prebookings that came within QStash's maximum delay (or failed before)."""
     with get_db().session() as session:
-        report = delivery.relay(session, get_executor().clock.now())
+        report = relay.relay(session, get_executor().clock.now())
     click.echo(json.dumps(report.to_json()))
 
 
@@ -27,7 +27,7 @@ def relay_command() -> None:
 def reconcile_dlq_command() -> None:
     """Mark prebookings whose deliveries died in the DLQ (or hand them to cron); clear them."""
     with get_db().session() as session:
-        report = delivery.reconcile_dlq(session, get_executor().clock.now())
+        report = dlq.reconcile_dlq(session, get_executor().clock.now())
     click.echo(json.dumps(report.to_json()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
@@ -10,6 +11,12 @@ if TYPE_CHECKING:
     from flask_app.shim.app import Celery
 
 _EXT = "celery"
+_VERIFIER_EXT = "celery.verifier"
+
+#: Given the public URL a task was published to: the current request's raw body if QStash
+#: signed it for that URL, else None (the task endpoint then answers 401).
+Verifier = Callable[[str], bytes | None]
+
 # Flask config keys (upper-case, as env/test_config give them) -> Celery settings.
 _FLASK_KEYS = {
     "TASK_ALWAYS_EAGER": "task_always_eager",
@@ -19,8 +26,13 @@ _FLASK_KEYS = {
 }
 
 
-def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
-    """Bind the (current) shim app to flask_app and import TASK_IMPORTS; returns the shim app."""
+def init_app(
+    flask_app: Flask, celery: Celery | None = None, *, verifier: Verifier | None = None
+) -> Celery:
+    """Bind the (current) shim app to flask_app and import TASK_IMPORTS; returns the shim app.
+
+    `verifier` checks the signature of task deliveries; without one, every delivery is refused.
+    """
     from flask_app.qstash import gateway
     from flask_app.shim import _state, webhook
     from flask_app.shim.app import DEFAULTS
@@ -40,6 +52,8 @@ def init_app(flask_app: Flask, celery: Celery | None = None) -> Celery:
     if "qstash" not in flask_app.extensions:
         gateway.init_app(flask_app)
     flask_app.extensions[_EXT] = celery
+    if verifier is not None:
+        flask_app.extensions[_VERIFIER_EXT] = verifier
     imports = flask_app.config.get("TASK_IMPORTS") or ""
     celery.conf["imports"] = tuple(
         dict.fromkeys([*_split(imports), *_split(settings.get("imports"))])
@@ -62,3 +76,13 @@ def get_celery(flask_app: Flask) -> Celery:
     """The shim app bound to flask_app."""
     celery: Celery = flask_app.extensions[_EXT]
     return celery
+
+
+def get_verifier(flask_app: Flask) -> Verifier:
+    """The request verifier the app handed the shim (fails closed when none was given)."""
+    verifier: Verifier = flask_app.extensions.get(_VERIFIER_EXT, _refuse)
+    return verifier
+
+
+def _refuse(_url: str) -> bytes | None:
+    return None

@@ -123,10 +123,10 @@ def test_beyond_max_delay_is_published_by_the_relay_when_in_range(live_app, qsta
     assert created["qstash_message_id"] is None
     runner = live_app.test_cli_runner()
     assert '"published": 0' in runner.invoke(args=["qstash", "relay"]).output
-    from flask_app.qstash import delivery
+    from flask_app.qstash import relay
 
     with live_app.app_context(), live_app.extensions["db"].session() as session:
-        report = delivery.relay(session, opens - timedelta(seconds=8))
+        report = relay.relay(session, opens - timedelta(seconds=8))
     assert report.published == 1
     message_id = client.get(f"/api/prebookings/{created['id']}", headers=AUTH).json[
         "qstash_message_id"

@@ -125,7 +125,7 @@ def test_nothing_due_is_still_a_200(client, session, booking_client):
     assert booking_client.calls == []
 
 
-@pytest.mark.parametrize("extra", [{"LEGACY_CRON_ENABLED": False}])
+@pytest.mark.parametrize("extra", [{"LEGACY_CRON_ENABLED": False, "QSTASH_ENABLED": True}])
 def test_disabled_flag_answers_200_and_books_nothing(client, session, booking_client):
     add(session, 2)
     response = client.post(URL, headers=CRON)

@@ -140,18 +140,29 @@ def test_tally_counts_every_kind_of_result():
 
 
 def test_cron_settings_are_read_from_the_environment():
-    from flask_app.config import ConfigError, Defaults, settings_from_env
+    from flask_app.config import ConfigError
+    from legacy_cron.settings import DEFAULTS, settings_from_env
 
     env = {"CRON_TICK_BUDGET_S": "12", "CRON_STAGGER_MS": "0", "CRON_BATCH_LIMIT": "7"}
-    assert settings_from_env(env) == {
+    assert settings_from_env(env | {"LEGACY_CRON_ENABLED": "off", "CRON_SECRET": " s "}) == {
         "CRON_TICK_BUDGET_S": 12,
         "CRON_STAGGER_MS": 0,
         "CRON_BATCH_LIMIT": 7,
+        "LEGACY_CRON_ENABLED": False,
+        "CRON_SECRET": "s",
     }
-    assert (Defaults.CRON_TICK_BUDGET_S, Defaults.CRON_STAGGER_MS, Defaults.CRON_BATCH_LIMIT) == (
-        20,
-        50,
-        50,
+    limits = (
+        DEFAULTS["CRON_TICK_BUDGET_S"],
+        DEFAULTS["CRON_STAGGER_MS"],
+        DEFAULTS["CRON_BATCH_LIMIT"],
     )
+    assert limits == (20, 50, 50)
     with pytest.raises(ConfigError, match="CRON_BATCH_LIMIT must be at least 1"):
         settings_from_env({"CRON_BATCH_LIMIT": "0"})
+
+
+def test_the_app_owns_the_cron_settings_only_through_legacy_cron(app):
+    from flask_app.config import Defaults
+
+    assert not [name for name in vars(Defaults) if "CRON" in name]
+    assert app.config["CRON_BATCH_LIMIT"] == 50 and app.config["LEGACY_CRON_ENABLED"] is True

@@ -13,7 +13,6 @@ from qstash.errors import QStashError as SdkError
 
 from flask_app.db import get_db
 from flask_app.models import Prebooking
-from flask_app.qstash.delivery import policy_from
 from flask_app.qstash.gateway import (
     Gateway,
     Message,
@@ -22,6 +21,7 @@ from flask_app.qstash.gateway import (
     QStashUnavailable,
     get_gateway,
 )
+from flask_app.qstash.publish import policy_from
 from migration.backfill import (
     PendingRow,
     Summary,

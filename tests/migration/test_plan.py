@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app.qstash.delivery import policy_from
 from flask_app.qstash.planning import PublishPolicy, deduplication_id, is_in_rollout, plan_publish
+from flask_app.qstash.publish import policy_from
 from migration.backfill import PendingRow, plan_backfill
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

@@ -246,3 +246,29 @@ def test_a_clock_offset_moves_the_signature_times_and_nothing_else(srv, client):
     assert claims["exp"] == claims["iat"] + 300
     assert json.loads(got.body) == {"a": 1}  # delivered on the real clock, body untouched
     assert not got.verified  # the SDK's Receiver refuses a token from 2 minutes ahead
+
+
+def test_bulk_cancel_takes_count_oldest_first(srv, client, receiver):
+    ids = [
+        client.message.publish_json(url=receiver.url("/c"), body={}, delay=300, label="n")
+        for _ in range(3)
+    ]
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    res = httpx.delete(f"{srv.url}/v2/messages", params={"label": "n", "count": 2}, headers=auth)
+    assert res.json() == {"cancelled": 2}
+    assert client.message.get(ids[2].message_id).message_id == ids[2].message_id
+    res = httpx.delete(f"{srv.url}/v2/messages", params={"count": 1}, headers=auth)
+    assert res.json() == {"cancelled": 1}
+    assert srv.broker.pending_count() == 0
+
+
+@pytest.mark.parametrize("count", ["0", "501", "all"])
+def test_bulk_cancel_refuses_a_bad_count(srv, client, receiver, count):
+    client.message.publish_json(url=receiver.url("/c"), body={}, delay=300)
+    res = httpx.delete(
+        f"{srv.url}/v2/messages",
+        params={"count": count},
+        headers={"Authorization": f"Bearer {srv.token}"},
+    )
+    assert res.status_code == 400 and "count" in res.json()["error"]
+    assert srv.broker.pending_count() == 1

@@ -169,3 +169,71 @@ def test_a_slow_destination_does_not_hold_back_others(client, receiver):
     (quick,) = receiver.wait_for("/quick")
     (slow,) = receiver.wait_for("/slowpoke")
     assert quick.finished < slow.finished
+
+
+def test_dlq_bulk_delete_takes_count_pages_and_returns_a_cursor(client, srv, receiver):
+    receiver.respond("/bulk", (500, {}, b""))
+    for _ in range(3):
+        client.message.publish_json(url=receiver.url("/bulk"), body={}, retries=0)
+    dead = _wait_dlq(client, srv, 3)
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    first = httpx.delete(f"{srv.url}/v2/dlq", params={"count": 2}, headers=auth).json()
+    assert first == {"deleted": 2, "cursor": dead[1].dlq_id}
+    rest = httpx.delete(
+        f"{srv.url}/v2/dlq", params={"count": 2, "cursor": first["cursor"]}, headers=auth
+    ).json()
+    assert rest == {"deleted": 1}
+    assert client.dlq.list().messages == []
+
+
+def test_dlq_bulk_retry_takes_count_of_a_filter_and_returns_a_cursor(client, srv, receiver):
+    receiver.respond("/r", (500, {}, b""), (500, {}, b""), (500, {}, b""), (200, {}, b""))
+    receiver.respond("/other", (500, {}, b""))
+    for _ in range(3):
+        client.message.publish_json(url=receiver.url("/r"), body={}, retries=0, label="a")
+    client.message.publish_json(url=receiver.url("/other"), body={}, retries=0, label="b")
+    _wait_dlq(client, srv, 4)
+    auth = {"Authorization": f"Bearer {srv.token}"}
+    first = httpx.post(
+        f"{srv.url}/v2/dlq/retry", params={"label": "a", "count": 2}, headers=auth
+    ).json()
+    assert len(first["responses"]) == 2 and first["cursor"]
+    rest = httpx.post(
+        f"{srv.url}/v2/dlq/retry", params={"label": "a", "cursor": first["cursor"]}, headers=auth
+    ).json()
+    assert len(rest["responses"]) == 1 and "cursor" not in rest
+    receiver.wait_for("/r", 6)
+    assert [m.url for m in _wait_dlq(client, srv, 1)] == [receiver.url("/other")]
+
+
+def test_dlq_bulk_by_ids_ignores_paging(client, srv, receiver):
+    receiver.respond("/ids", (500, {}, b""))
+    for _ in range(2):
+        client.message.publish_json(url=receiver.url("/ids"), body={}, retries=0)
+    dead = _wait_dlq(client, srv, 2)
+    res = httpx.delete(
+        f"{srv.url}/v2/dlq",
+        params=[("dlqIds", d.dlq_id) for d in dead] + [("count", "1")],
+        headers={"Authorization": f"Bearer {srv.token}"},
+    )
+    assert res.json() == {"deleted": 2}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "params"),
+    [
+        ("DELETE", "/v2/dlq", {"count": "0"}),
+        ("DELETE", "/v2/dlq", {"count": "101"}),
+        ("POST", "/v2/dlq/retry", {"count": "ten"}),
+        ("DELETE", "/v2/dlq", {"cursor": "not-a-cursor"}),
+        ("GET", "/v2/dlq", {"cursor": "nope"}),
+        ("GET", "/v2/events", {"cursor": "nope"}),
+        ("GET", "/v2/events", {"count": "-1"}),
+    ],
+)
+def test_bad_counts_and_cursors_are_a_400(srv, method, path, params):
+    res = httpx.request(
+        method, f"{srv.url}{path}", params=params, headers={"Authorization": f"Bearer {srv.token}"}
+    )
+    assert res.status_code == 400
+    assert next(iter(params)) in res.json()["error"]

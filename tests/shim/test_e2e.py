@@ -137,14 +137,6 @@ def test_revoked_before_delivery_never_runs(tasks, qstash_server):
     assert AsyncResult(result.id).state == states.REVOKED
 
 
-def test_the_prebooking_task_runs_over_qstash_too(live, qstash_server):
-    from flask_app.tasks import execute_prebooking
-
-    result = execute_prebooking.delay("no-such-prebooking", "qstash")
-    summary = result.get(timeout=10, interval=0.05)
-    assert summary["action"] == "not_found" and summary["path"] == "qstash"
-
-
 @pytest.fixture
 def beat(live, tasks):
     conf = live.extensions["celery"].conf
