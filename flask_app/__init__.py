@@ -12,7 +12,7 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import db, dbschema, notify, paths, periodic, shim
+from flask_app import db, dbschema, notify, paths, periodic, shim_plugs
 from flask_app.aimharder import gym_clock
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
@@ -52,7 +52,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)
     migration.init_app(app)
-    shim.init_app(app, verifier=webhook.verified_body)
+    shim_plugs.init_app(app)
     periodic.init_app(app)
     legacy_cron.init_app(app)  # the cron path: retiring it is deleting this line and legacy_cron/
     paths.check_coverage(app.config)

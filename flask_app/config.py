@@ -65,6 +65,9 @@ class Defaults:
     QSTASH_MAX_LEAD_SECONDS = 60.0
     QSTASH_FIRE_STAGGER_MS = 0.01
     QSTASH_MAX_DELAY = timedelta(days=7)
+    # Arrivals older than this are deleted by the daily cleanup (celery.backend_cleanup), and a
+    # parity report cannot reach further back.
+    ARRIVALS_RETENTION_DAYS = 90
     # Bodies larger than this are refused with 413 before they are parsed.
     MAX_CONTENT_LENGTH = 64 * 1024
 
@@ -165,6 +168,7 @@ def settings_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     ints = (
         ("DB_POOL_SIZE", 1),
         ("DB_MAX_OVERFLOW", 0),
+        ("ARRIVALS_RETENTION_DAYS", 1),
     )
     for name, low in ints:
         if name in environ:

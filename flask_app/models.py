@@ -104,7 +104,7 @@ class Prebooking(Base):
     # The class and the box's zone, when available_at was computed from them (core/window.py).
     class_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
     box_timezone: Mapped[str | None] = mapped_column(String(64))
-    # Where outcomes are announced (core/notify.py); None: the user's session default, if any.
+    # Where outcomes are announced (flask_app/notify.py); None: the user's session default, if any.
     notify_url: Mapped[str | None] = mapped_column(String(2048))
     # When the pre-flight checked the stored session (core/preflight.py); None: not yet.
     session_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -148,23 +148,3 @@ class Arrival(Base):
     message_id: Mapped[str | None] = mapped_column(String(128))
     retried: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-
-
-class TaskResult(Base):
-    """State and result of one task of the Celery-compatible shim (its result backend)."""
-
-    __tablename__ = "task_results"
-
-    task_id: Mapped[str] = mapped_column(String(155), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(255), index=True)
-    state: Mapped[str] = mapped_column(String(50), default="PENDING")
-    result: Mapped[str | None] = mapped_column(Text)  # Celery-JSON encoded value or exception
-    traceback: Mapped[str | None] = mapped_column(Text)
-    retries: Mapped[int] = mapped_column(Integer, default=0)
-    args: Mapped[str | None] = mapped_column(Text)
-    kwargs: Mapped[str | None] = mapped_column(Text)
-    qstash_message_id: Mapped[str | None] = mapped_column(String(128))
-    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
-    date_done: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -7,9 +7,11 @@ from sqlalchemy import pool
 
 from flask_app.db import make_engine
 from flask_app.models import Base
+from flask_app.shim.models import metadata as shim_metadata
 
 config = context.config
-target_metadata = Base.metadata
+# The shim keeps its tables on its own metadata (it imports nothing of the app).
+target_metadata = [Base.metadata, shim_metadata]
 
 
 def run_offline() -> None:

@@ -18,7 +18,14 @@ from tests.fakes import FakeBookingClient
 
 API_TOKEN = "test-api-token"
 CRON_SECRET = "test-cron-secret"
-TABLES = ("arrivals", "task_results", "user_sessions", "prebookings")
+TABLES = (
+    "arrivals",
+    "task_chord_parts",
+    "task_chords",
+    "task_results",
+    "user_sessions",
+    "prebookings",
+)
 
 # The admin connection; each test session creates its own database next to `test` and drops it.
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -186,10 +186,24 @@ def current_report(since_text: str) -> parity.ParityReport:
     """The current app's report over `since_text` (a duration or an ISO-8601 instant).
 
     Raises:
-        parity.SinceError: `since_text` is not understood.
+        parity.SinceError: `since_text` is not understood, or reaches back further than
+            the arrivals are kept (ARRIVALS_RETENTION_DAYS).
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     now = (app.config.get("CLOCK") or SystemClock()).now()
     since = parity.parse_since(since_text, now)
+    days = int(app.config.get("ARRIVALS_RETENTION_DAYS") or 90)
+    if now - since > timedelta(days=days):  # older arrivals are deleted: the report would lie
+        raise parity.SinceError(
+            f"since reaches back more than the {days} days arrivals are kept "
+            f"(ARRIVALS_RETENTION_DAYS): {since_text!r}"
+        )
     with get_db(app).session() as session:
         return build_report(session, now, since, app.config.get("PARITY_THRESHOLDS"))
+
+
+def prune_arrivals(session: Session, before: datetime) -> int:
+    """Delete the arrivals recorded before `before` (the retention); returns how many."""
+    deleted = session.execute(delete(Arrival).where(Arrival.arrived_at < before)).rowcount  # type: ignore[attr-defined]
+    session.commit()
+    return int(deleted or 0)

@@ -20,7 +20,7 @@ import httpx
 from flask import Flask, current_app
 from qstash import QStash
 from qstash import errors as sdk_errors
-from qstash.message import BatchRequest
+from qstash.message import BatchRequest, FlowControl
 
 T = TypeVar("T")
 _EXT = "qstash"
@@ -52,6 +52,7 @@ class Message:
     timeout_s: int | None = None
     headers: dict[str, str] = field(default_factory=dict)
     label: str | None = None
+    flow_control: FlowControl | None = None  # Upstash-Flow-Control-Key/-Value
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ def _request(msg: Message) -> BatchRequest:
         req["timeout"] = f"{msg.timeout_s}s"
     if msg.label is not None:
         req["label"] = msg.label
+    if msg.flow_control is not None:
+        req["flow_control"] = msg.flow_control
     return req
 
 

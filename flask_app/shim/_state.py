@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,6 +15,12 @@ _lock = threading.Lock()
 _current: list[Celery] = []
 _default: list[Celery] = []
 _local = threading.local()
+_factory: list[Callable[[], Celery]] = []
+
+
+def set_app_factory(factory: Callable[[], Celery]) -> None:
+    """How to make the default app on first use (flask_app.shim.app registers Celery)."""
+    _factory[:] = [factory]
 
 
 def set_current(app: Celery) -> None:
@@ -32,9 +39,7 @@ def get_current_app() -> Celery:
         return _current[0]
     with _lock:
         if not _default:
-            from flask_app.shim.app import Celery
-
-            _default.append(Celery("default", set_as_current=False))
+            _default.append(_factory[0]())
         return _default[0]
 
 

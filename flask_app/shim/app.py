@@ -3,102 +3,32 @@
 from __future__ import annotations
 
 import importlib
-import inspect
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, TypeVar, overload
 from zoneinfo import ZoneInfo
 
-from flask import Flask, has_app_context
-from flask import current_app as flask_current_app
+from flask import Flask
 
 from flask_app.shim import _state
-from flask_app.shim.exceptions import ImproperlyConfigured, UnsupportedOption
-from flask_app.shim.task import (
-    T3_TASK_OPTIONS,
-    P,
-    R,
-    Signature,
-    Task,
-    add_autoretry_behaviour,
-    check_option,
-)
+from flask_app.shim.canvas import Signature
+from flask_app.shim.conf import DEFAULTS, MAX_DELAY_S, Conf, from_rate_limit
+from flask_app.shim.exceptions import UnsupportedOption
+from flask_app.shim.flask import init_app as _init_flask_app
+from flask_app.shim.options import T3_TASK_OPTIONS, check_option
+from flask_app.shim.result import AsyncResult
+from flask_app.shim.task import P, R, Task, add_autoretry_behaviour
 
 if TYPE_CHECKING:
-    from flask_app.shim.result import AsyncResult
+    from flask_app.shim.plugs import Plugs
+
+__all__ = ["DEFAULTS", "MAX_DELAY_S", "Celery", "Conf", "create_task", "shared_task"]
 
 T = TypeVar("T")
 
-# QStash's maximum delay on the free plan; raise QSTASH_MAX_DELAY_S on pay-as-you-go (1 year).
-MAX_DELAY_S = 7 * 24 * 3600
-
-DEFAULTS: dict[str, Any] = {
-    "task_always_eager": False,
-    "task_eager_propagates": False,
-    "task_store_eager_result": False,
-    "task_ignore_result": False,
-    "task_track_started": False,
-    "task_acks_late": False,
-    "task_time_limit": None,
-    "task_soft_time_limit": None,
-    "task_default_rate_limit": None,
-    "task_default_queue": "celery",
-    "task_serializer": "json",
-    "result_serializer": "json",
-    "accept_content": ["json"],
-    "result_accept_content": None,
-    "result_expires": timedelta(days=1),
-    "timezone": None,
-    "enable_utc": True,
-    "beat_schedule": {},
-    "imports": (),
-    "include": (),
-    "task_publish_retry": True,
-    "broker_url": None,
-    "result_backend": None,
-    "qstash_max_delay_s": MAX_DELAY_S,
-}
-_REFUSED_SETTINGS = {
-    "task_routes": "routing to queues is not supported",
-    "task_soft_time_limit": "soft time limits are not supported",
-    "task_default_rate_limit": "use QStash flow control",
-}
 # Task options accepted by the decorator and ignored (registration mechanics).
 _MECHANICS = {"shared", "lazy", "filter", "trail", "typing"}
-
-
-class Conf(dict[str, Any]):
-    """Settings mapping with attribute access (`app.conf.task_always_eager`)."""
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        self[key] = value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        _check_setting(key, value)
-        super().__setitem__(key, value)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        """dict.update with the setting checks."""
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-
-def _check_setting(key: str, value: Any) -> None:
-    if key in _REFUSED_SETTINGS and value:
-        raise UnsupportedOption(f"setting {key}={value!r}: {_REFUSED_SETTINGS[key]}")
-    if key in ("task_serializer", "result_serializer") and value != "json":
-        raise UnsupportedOption(f"setting {key}={value!r}: only json is supported")
-    if key in ("accept_content", "result_accept_content") and value:
-        if set(value) - {"json", "application/json"}:
-            raise UnsupportedOption(f"setting {key}={value!r}: only json is supported")
 
 
 class Control:
@@ -254,8 +184,6 @@ class Celery:
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         """Result handle bound to this app."""
-        from flask_app.shim.result import AsyncResult
-
         return AsyncResult(task_id, app=self, **kwargs)
 
     def signature(self, *args: Any, **kwargs: Any) -> Signature:
@@ -285,11 +213,9 @@ class Celery:
 
     # -- Flask ----------------------------------------------------------------------------------
 
-    def init_app(self, flask_app: Flask) -> None:
+    def init_app(self, flask_app: Flask, *, plugs: Plugs | None = None) -> None:
         """Bind to a Flask app: settings from its config, task modules, endpoint, CLI."""
-        from flask_app.shim.flask import init_app
-
-        init_app(flask_app, self)
+        _init_flask_app(flask_app, self, plugs=plugs)
 
 
 def _names(value: Any) -> list[str]:
@@ -353,6 +279,9 @@ def create_task(
             raise TypeError(f"task {fun.__name__}: unknown option {key!r}")
     for key in T3_TASK_OPTIONS:  # class attributes of a base count too
         check_option(key, getattr(base, key, None), T3_TASK_OPTIONS, f"base {base.__name__}")
+    rate_limit = opts.get("rate_limit", getattr(base, "rate_limit", None))
+    if rate_limit:  # becomes QStash flow control: refuse what it cannot express, at once
+        from_rate_limit(rate_limit, f"task {fun.__name__}")
     _check_queue(opts.get("queue", getattr(base, "queue", None)), app)
     name = opts.pop("name", None) or _task_name(fun, app)
     if name in registry:
@@ -410,31 +339,4 @@ def _shared(fun: Callable[..., Any], **opts: Any) -> Task[Any, Any]:
     return create_task(fun, registry=_state.shared_tasks, app=None, default_base=base, **opts)
 
 
-def flask_app_for(app: Celery) -> Flask:
-    """The Flask app to run in: the active one, else the last one bound with init_app.
-
-    Raises:
-        ImproperlyConfigured: no Flask app context and no bound app.
-    """
-    if has_app_context():
-        flask: Flask = flask_current_app._get_current_object()  # type: ignore[attr-defined]
-        return flask
-    if app.flask_app is None:
-        raise ImproperlyConfigured("no Flask app: call flask_app.shim.init_app(app) first")
-    return app.flask_app
-
-
-@contextmanager
-def app_context_for(app: Celery) -> Iterator[None]:
-    """Enter the bound Flask app's context unless one is active (or none is bound yet)."""
-    if has_app_context() or app.flask_app is None:
-        yield
-        return
-    with app.flask_app.app_context():
-        yield
-
-
-def is_bound_method(fun: Any) -> bool:
-    """Whether fun's first parameter is `self` (bind=True tasks)."""
-    params = list(inspect.signature(fun).parameters)
-    return bool(params) and params[0] == "self"
+_state.set_app_factory(lambda: Celery("default", set_as_current=False))

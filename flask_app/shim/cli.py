@@ -6,10 +6,10 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from flask_app.qstash.gateway import QStashError, get_gateway
-from flask_app.shim import beat, delivery
+from flask_app.shim import beat
+from flask_app.shim.binding import get_celery, get_plugs
+from flask_app.shim.delivery import task_url
 from flask_app.shim.exceptions import UnsupportedOption
-from flask_app.shim.flask import get_celery
 
 tasks_cli = AppGroup("tasks", help="Tasks of the Celery-compatible shim.")
 
@@ -22,19 +22,20 @@ def sync_schedules(dry_run: bool) -> None:
     try:
         desired = beat.desired_schedules(
             celery.conf.beat_schedule,
-            url_for_task=lambda name: delivery.task_url(current_app, name),
+            url_for_task=lambda name: task_url(current_app, name),
             timezone=celery.conf.get("timezone"),
             default_queue=celery.conf.task_default_queue,
         )
-        gateway = get_gateway()
-        plan = beat.plan_sync(desired, gateway.schedules())
-        _report(plan)
-        if not dry_run:
-            _apply(plan)
+        publisher = get_plugs(current_app).publisher
+        try:
+            plan = beat.plan_sync(desired, publisher.schedules())
+            _report(plan)
+            if not dry_run:
+                _apply(plan)
+        except Exception as exc:  # the publisher's own errors (QStash down or refusing)
+            raise click.ClickException(f"QStash: {exc}") from exc
     except (UnsupportedOption, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
-    except QStashError as exc:
-        raise click.ClickException(f"QStash: {exc}") from exc
 
 
 def _report(plan: beat.SyncPlan) -> None:
@@ -53,13 +54,13 @@ def _report(plan: beat.SyncPlan) -> None:
 
 
 def _apply(plan: beat.SyncPlan) -> None:
-    gateway = get_gateway()
+    publisher = get_plugs(current_app).publisher
     for want in plan.create + plan.update:
-        gateway.upsert_schedule(
+        publisher.upsert_schedule(
             schedule_id=want.schedule_id,
             destination=want.destination,
             cron=want.cron,
             body=want.body,
         )
     for sid in plan.delete:
-        gateway.delete_schedule(sid)
+        publisher.delete_schedule(sid)

@@ -1,8 +1,15 @@
-"""QStash delivery of shim tasks: a sent task -> one message; a delivery -> one traced run.
+"""QStash delivery of shim tasks: a sent task -> one message; a delivery -> at most one run.
 
 Message body (JSON, args/kwargs in Celery-JSON): `{"id", "task", "args", "kwargs", "retries",
 "eta", "expires", "headers", "callbacks", "errbacks", "root_id", "parent_id", "ignore_result",
-"shadow"}`. A schedule's body has no "id": each firing uses its QStash message id.
+"shadow", "timelimit", "group", "group_index", "chord", "chain"}`. A schedule's body has no "id":
+each firing uses its QStash message id. Every message carries the deduplication id
+`<task id>-<retries>`, so QStash drops a second publish of the same attempt.
+
+QStash delivers at least once: a delivery runs the body only after it claimed the task's
+attempt in the database (one conditional UPDATE with a lease the run renews while it goes on).
+A duplicate delivery answers 200 without running; a delivery after a crashed run's lease
+lapsed takes the run over.
 """
 
 from __future__ import annotations
@@ -10,18 +17,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from flask import Flask
 
-from flask_app.qstash.gateway import Message, QStashError, get_gateway
-from flask_app.shim import backend, serialization, signals, states
-from flask_app.shim.app import Celery, flask_app_for
+from flask_app.shim import backend, continuation, serialization, signals, states
+from flask_app.shim.binding import flask_app_for, get_plugs
+from flask_app.shim.canvas import Signature
+from flask_app.shim.conf import from_rate_limit
 from flask_app.shim.exceptions import (
     DecodeError,
     NotRegistered,
@@ -30,8 +42,16 @@ from flask_app.shim.exceptions import (
     TaskRevokedError,
     UnsupportedOption,
 )
+from flask_app.shim.ids import uuid
+from flask_app.shim.options import check_option
+from flask_app.shim.plugs import FlowControl, TaskMessage
+from flask_app.shim.request import Context
 from flask_app.shim.result import AsyncResult
-from flask_app.shim.task import Context, Signature, Task, check_option
+from flask_app.shim.tracer import trace
+
+if TYPE_CHECKING:
+    from flask_app.shim.app import Celery
+    from flask_app.shim.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +85,12 @@ _KNOWN = {
     "retries",
     "root_id",
     "parent_id",
+    # set by the canvas on the steps it sends (frozen ids, the chain's next steps)
+    "chain",
+    "group_id",
+    "group_index",
+    "chord",
+    "reply_to",
 }
 
 
@@ -128,6 +154,28 @@ def check_options(task: Task[Any, Any], options: Mapping[str, Any]) -> None:
             raise UnsupportedOption(f"{task.name}.apply_async: queue={value!r} is not supported")
         if key not in _PLUMBING and key not in _KNOWN:
             raise TypeError(f"{task.name}.apply_async: unknown option {key!r}")
+    if not isinstance(options.get("chord") or "", str):
+        raise TypeError(f"{task.name}.apply_async: chord must be a chord's group id")
+    if not isinstance(options.get("chain") or [], list):
+        raise TypeError(f"{task.name}.apply_async: chain must be a list of signatures")
+
+
+def flow_control(task: Task[Any, Any]) -> FlowControl | None:
+    """QStash flow control for the task's rate_limit (one key per task name: global).
+
+    Raises:
+        UnsupportedOption: a rate_limit QStash cannot express.
+    """
+    limit = task.rate_limit or task.app.conf.get("task_default_rate_limit")
+    if not limit:
+        return None
+    rate, period_s = from_rate_limit(limit, f"task {task.name}")
+    return FlowControl(key=flow_control_key(task.name), rate=rate, period_s=period_s)
+
+
+def flow_control_key(name: str) -> str:
+    """The flow-control key of a task name (letters, digits, '.', '_', '-')."""
+    return "celery-rate." + re.sub(r"[^A-Za-z0-9._-]", "_", name)
 
 
 def publish(
@@ -173,6 +221,10 @@ def publish(
         "ignore_result": ignore,
         "shadow": shadow,
         "timelimit": [time_limit, None],
+        "group": options.get("group_id"),
+        "group_index": options.get("group_index"),
+        "chord": options.get("chord"),
+        "chain": serialization.to_jsonable(list(options.get("chain") or [])) or None,
     }
     _check_size(body, flask_app)
     headers, properties = _protocol_headers(body, args, kwargs)
@@ -183,8 +235,8 @@ def publish(
         {
             "callbacks": body["callbacks"],
             "errbacks": body["errbacks"],
-            "chain": None,
-            "chord": None,
+            "chain": body["chain"],
+            "chord": body["chord"],
         },
     )
     signals.before_task_publish.send(
@@ -200,23 +252,30 @@ def publish(
     backend.mark_published(
         flask_app, task_id, name=task.name, args=list(args), kwargs=kwargs, retries=body["retries"]
     )
-    message = Message(
+    message = TaskMessage(
         url=task_url(flask_app, task.name),
         body=body,
         not_before=math.ceil(eta.timestamp()) if eta and eta > now else None,
         timeout_s=math.ceil(time_limit) if time_limit else None,
+        deduplication_id=deduplication_id(task_id, body["retries"]),
+        flow_control=flow_control(task),
     )
     try:
-        published = get_gateway(flask_app).publish(message)
-    except QStashError as exc:
+        message_id = get_plugs(flask_app).publisher.publish(message)
+    except Exception as exc:  # the publisher's own errors: Celery calls them OperationalError
         raise OperationalError(f"could not publish {task.name}[{task_id}]: {exc}") from exc
-    backend.set_message_id(flask_app, task_id, published.message_id)
+    backend.set_message_id(flask_app, task_id, message_id)
     signals.after_task_publish.send(
         task.name, body=message_body, exchange="", routing_key=queue, headers=headers
     )
     result = AsyncResult(task_id, task_name=task.name, app=app)
     result.ignored = ignore
     return result
+
+
+def deduplication_id(task_id: str, retries: int) -> str:
+    """One id per task attempt: QStash keeps the first publish of it and drops the others."""
+    return f"{task_id}-{retries}"
 
 
 def _check_size(body: dict[str, Any], flask_app: Flask) -> None:
@@ -252,8 +311,8 @@ def _protocol_headers(
         "shadow": body["shadow"],
         "eta": body["eta"],
         "expires": body["expires"],
-        "group": None,
-        "group_index": None,
+        "group": body["group"],
+        "group_index": body["group_index"],
         "retries": body["retries"],
         "timelimit": body["timelimit"],
         "root_id": body["root_id"],
@@ -360,6 +419,10 @@ def _request(
         origin=None,
         shadow=payload.get("shadow"),
         timelimit=tuple(payload.get("timelimit") or (None, None)),
+        group=payload.get("group"),
+        group_index=payload.get("group_index"),
+        chord=payload.get("chord"),
+        chain=serialization.from_jsonable(payload.get("chain")) or None,
         qstash_message_id=message_id,
         qstash_retried=retried,
     )
@@ -368,27 +431,108 @@ def _request(
 def _run(
     flask_app: Flask, task: Task[Any, Any], request: Context, payload: dict[str, Any]
 ) -> Answer:
-    from flask_app.shim.tracer import trace
+    """Claim the attempt, run it once with the trace, then its canvas continuation."""
+    task_id = request.id or ""
+    settled = _settled(flask_app, task, request)
+    if settled is not None:
+        return settled
+    owner = f"{receiver.hostname}:{os.getpid()}:{uuid()}"
+    lease = timedelta(seconds=float(task.app.conf.task_lease_seconds))
+    claimed = backend.claim(
+        flask_app,
+        task_id,
+        attempt=request.retries,
+        owner=owner,
+        name=task.name,
+        now=datetime.now(UTC),
+        lease=lease,
+    )
+    if not claimed:  # another delivery got there first (or finished meanwhile)
+        return _settled(flask_app, task, request) or Answer(
+            200, {"id": task_id, "state": states.STARTED, "running": True}
+        )
+    done_attempt: int | None = None
+    try:
+        with _renewing(flask_app, task_id, owner, lease):
+            signals.task_received.send(receiver, request=request)
+            outcome = trace(task, request, eager=False, throw=False)
+        if isinstance(outcome.retval, Reject) and outcome.retval.requeue:
+            # Celery puts the message back; the nearest over QStash is a non-2xx: it redelivers.
+            return Answer(409, {"error": "task rejected with requeue=True", "id": task_id})
+        done_attempt = request.retries
+        return _proceed(flask_app, task, request, outcome.state, outcome.retval, outcome.traceback)
+    finally:
+        backend.release(flask_app, task_id, owner, done_attempt=done_attempt)
 
+
+def _settled(flask_app: Flask, task: Task[Any, Any], request: Context) -> Answer | None:
+    """The answer for a delivery that must not run the body, or None (it may claim the run)."""
     task_id = request.id or ""
     meta = backend.get(flask_app, task_id)
+    now = datetime.now(UTC)
     if meta is not None and meta.state in (states.SUCCESS, states.FAILURE):
-        # QStash is at-least-once: a finished id runs nothing again.
-        return Answer(200, {"id": task_id, "state": meta.state, "duplicate": True})
+        # A finished id runs nothing again; what follows it (chain, chord) is sent again,
+        # idempotently, in case the run that finished could not send it.
+        state, value = meta.state, meta.result
+        answer = _proceed(flask_app, task, request, state, value, meta.traceback)
+        return answer if answer.status != 200 else _duplicate(task_id, meta.state)
+    if meta is not None and meta.is_leased(now) and (meta.lease_attempt or 0) >= request.retries:
+        return Answer(200, {"id": task_id, "state": meta.state, "running": True})
     if meta is not None and meta.revoked:
         return _discard(flask_app, task, request, expired=False)
-    if request.expires and datetime.fromisoformat(request.expires) < datetime.now(UTC):
+    if request.expires and datetime.fromisoformat(request.expires) < now:
         return _discard(flask_app, task, request, expired=True)
     if meta is not None and meta.state == states.REVOKED:
-        return Answer(200, {"id": task_id, "state": meta.state, "duplicate": True})
+        return _duplicate(task_id, meta.state)
     if meta is not None and meta.retries > request.retries:
         return Answer(200, {"id": task_id, "state": meta.state, "stale": True})
-    signals.task_received.send(receiver, request=request)
-    outcome = trace(task, request, eager=False, throw=False)
-    if isinstance(outcome.retval, Reject) and outcome.retval.requeue:
-        # Celery puts the message back; the nearest over QStash is a non-2xx: it redelivers.
-        return Answer(409, {"error": "task rejected with requeue=True", "id": task_id})
-    return Answer(200, {"id": task_id, "state": outcome.state})
+    if meta is not None and meta.is_done(request.retries):
+        return _duplicate(task_id, meta.state)
+    return None
+
+
+def _duplicate(task_id: str, state: str) -> Answer:
+    return Answer(200, {"id": task_id, "state": state, "duplicate": True})
+
+
+def _proceed(
+    flask_app: Flask,
+    task: Task[Any, Any],
+    request: Context,
+    state: str | None,
+    value: Any,
+    traceback: str | None,
+) -> Answer:
+    """Send what follows the run (chain, chord); 503 when QStash can't take it yet."""
+    task_id = request.id or ""
+    try:
+        continuation.proceed(flask_app, task.app, request, state, value, traceback)
+    except OperationalError as exc:
+        # The run is stored; QStash redelivers this message and the duplicate sends it again.
+        log.warning("task %s[%s]: could not send what follows: %s", task.name, task_id, exc)
+        return Answer(503, {"error": str(exc), "id": task_id})
+    return Answer(200, {"id": task_id, "state": state})
+
+
+@contextmanager
+def _renewing(flask_app: Flask, task_id: str, owner: str, lease: timedelta) -> Iterator[None]:
+    """Renew the run's lease every third of its length until the block ends."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease.total_seconds() / 3):
+            try:
+                backend.renew(flask_app, task_id, owner, datetime.now(UTC) + lease)
+            except Exception:  # a missed renewal only shortens the lease; the next one retries
+                log.warning("could not renew the lease of %s", task_id, exc_info=True)
+
+    thread = threading.Thread(target=renew, name=f"lease-{task_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _discard(flask_app: Flask, task: Task[Any, Any], request: Context, *, expired: bool) -> Answer:
@@ -396,4 +540,7 @@ def _discard(flask_app: Flask, task: Task[Any, Any], request: Context, *, expire
     reason = TaskRevokedError("expired" if expired else "revoked")
     backend.store_result(flask_app, task_id, reason, states.REVOKED, name=task.name)
     signals.task_revoked.send(task, request=request, terminated=False, signum=None, expired=expired)
+    answer = _proceed(flask_app, task, request, states.REVOKED, reason, None)
+    if answer.status != 200:
+        return answer
     return Answer(200, {"id": task_id, "state": states.REVOKED, "expired": expired})

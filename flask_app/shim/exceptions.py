@@ -7,6 +7,7 @@ TaskPredicate                  control flow raised by task bodies
 ├── Retry, Ignore, Reject
 TaskError
 ├── MaxRetriesExceededError, TimeoutError, TaskRevokedError, NotRegistered
+ChordError                     a chord member failed: stored on the chord's body
 """
 
 from __future__ import annotations
@@ -133,3 +134,7 @@ class TimeLimitExceeded(Exception):
 
 class OperationalError(CeleryError):
     """Publishing to QStash failed."""
+
+
+class ChordError(CeleryError):
+    """A chord header member failed (or its body could not be sent): the body fails with it."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flask_app.shim import _state, states
 from flask_app.shim import backend as _backend
+from flask_app.shim.binding import flask_app_for, get_plugs
 from flask_app.shim.exceptions import TaskRevokedError, TimeoutError, UnsupportedOption
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from flask_app.shim.app import Celery
@@ -50,8 +55,6 @@ class AsyncResult:
         return hash(self.id)
 
     def _flask(self) -> Any:
-        from flask_app.shim.app import flask_app_for
-
         return flask_app_for(self.app)
 
     def _meta(self) -> _backend.Meta | None:
@@ -153,6 +156,8 @@ class AsyncResult:
         _assert_not_in_task(disable_sync_subtasks)
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.ready():
+            if follow_parents and propagate:  # as Celery's on_interval: only while waiting
+                self._maybe_reraise_parent_error()
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("The operation timed out.")
             if on_interval is not None:
@@ -166,6 +171,22 @@ class AsyncResult:
         return self.maybe_throw(propagate=propagate, value=value)
 
     wait = get
+
+    def _parents(self) -> Iterator[Any]:
+        node = self.parent
+        while node is not None:
+            yield node
+            node = node.parent
+
+    def _maybe_reraise_parent_error(self) -> None:
+        """Raise the error of a failed ancestor step (Celery's get(follow_parents=True)).
+
+        A chord's header (a GroupResult parent) is skipped: its failure reaches the body as a
+        ChordError, which is what Celery documents `get()` raising for a chord.
+        """
+        for node in reversed(list(self._parents())):
+            if not isinstance(node, ResultSet):
+                node.maybe_throw()
 
     def maybe_throw(self, propagate: bool = True, value: Any = None) -> Any:
         """Raise the stored exception of a failed/revoked task (if propagate), else return."""
@@ -197,8 +218,6 @@ class AsyncResult:
         Raises:
             UnsupportedOption: terminate=True (a running HTTP delivery cannot be stopped).
         """
-        from flask_app.qstash.gateway import QStashError, get_gateway
-
         if terminate:
             raise UnsupportedOption("revoke(terminate=True): a running delivery can't be stopped")
         app = self._flask()
@@ -206,11 +225,9 @@ class AsyncResult:
         message_id = _backend.mark_revoked(app, self.id, TaskRevokedError("revoked"))
         if message_id:
             try:
-                get_gateway(app).cancel(message_id)
-            except QStashError:  # the tombstone still stops it at delivery
-                import logging
-
-                logging.getLogger(__name__).warning("could not cancel %s", message_id)
+                get_plugs(app).publisher.cancel(message_id)
+            except Exception:  # the tombstone still stops it at delivery
+                log.warning("could not cancel %s", message_id, exc_info=True)
 
     def then(self, *args: Any, **kwargs: Any) -> Any:
         """Promises are not supported.
@@ -222,8 +239,17 @@ class AsyncResult:
 
     @property
     def children(self) -> Any:
-        """Workflow graph (not supported)."""
+        """Workflow graph (not supported).
+
+        Raises:
+            UnsupportedOption
+        """
         raise UnsupportedOption("result graphs (children) are not supported by the shim")
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """(id, parent) as Celery serializes a result handle."""
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return (self.id, parent)
 
 
 def _assert_not_in_task(disable_sync_subtasks: bool) -> None:
@@ -294,3 +320,145 @@ class EagerResult(AsyncResult):
     def revoke(self, *args: Any, **kwargs: Any) -> None:
         """Mark REVOKED."""
         self._state = states.REVOKED
+
+
+class ResultSet:
+    """Several results handled as one (Celery's ResultSet)."""
+
+    def __init__(self, results: Sequence[Any], app: Celery | None = None, **kwargs: Any) -> None:
+        self.results = list(results)
+        self.app = app or _state.get_current_app()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.results[index]
+
+    def add(self, result: Any) -> None:
+        """Add a result (once)."""
+        if result not in self.results:
+            self.results.append(result)
+
+    def ready(self) -> bool:
+        """Whether every result is ready."""
+        return all(r.ready() for r in self.results)
+
+    def waiting(self) -> bool:
+        """Whether any result is not ready yet."""
+        return not self.ready()
+
+    def successful(self) -> bool:
+        """Whether every result succeeded."""
+        return all(r.successful() for r in self.results)
+
+    def failed(self) -> bool:
+        """Whether any result failed."""
+        return any(r.failed() for r in self.results)
+
+    def completed_count(self) -> int:
+        """How many results succeeded (Celery counts successes only)."""
+        return sum(1 for r in self.results if r.successful())
+
+    def maybe_throw(self, callback: Any = None, propagate: bool = True) -> None:
+        """Raise the first stored failure, in order."""
+        for result in self.results:
+            result.maybe_throw(propagate=propagate)
+
+    maybe_reraise = maybe_throw
+
+    def revoke(self, connection: Any = None, terminate: bool = False, **kwargs: Any) -> None:
+        """Revoke every result."""
+        for result in self.results:
+            result.revoke(terminate=terminate)
+
+    def forget(self) -> None:
+        """Forget every result."""
+        for result in self.results:
+            result.forget()
+
+    def join(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = 0.5,
+        callback: Any = None,
+        no_ack: bool = True,
+        on_message: Any = None,
+        disable_sync_subtasks: bool = True,
+        on_interval: Any = None,
+        **kwargs: Any,
+    ) -> list[Any]:
+        """Every value in order (the timeout covers the whole wait).
+
+        Raises:
+            TimeoutError: not all ready within timeout.
+            the first failure, in order, when propagate.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for result in self.results:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            value = result.get(
+                timeout=remaining,
+                propagate=propagate,
+                interval=interval,
+                on_interval=on_interval,
+                disable_sync_subtasks=disable_sync_subtasks,
+            )
+            if callback is not None:
+                callback(result.id, value)
+            else:
+                values.append(value)
+        return values
+
+    get = join
+
+    def join_native(self, *args: Any, **kwargs: Any) -> list[Any]:
+        """Same as join (results are polled)."""
+        return self.join(*args, **kwargs)
+
+    @property
+    def supports_native_join(self) -> bool:
+        """False: results are polled."""
+        return False
+
+
+class GroupResult(ResultSet):
+    """The result of a group: its id and its members' results, in order."""
+
+    def __init__(
+        self,
+        id: str | None = None,  # noqa: A002 - Celery's name
+        results: Sequence[Any] | None = None,
+        parent: Any = None,
+        app: Celery | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(results or [], app=app)
+        self.id = id
+        self.parent = parent
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    @property
+    def children(self) -> list[Any]:
+        """The members' results."""
+        return self.results
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """((id, parent), [member tuples]) as Celery serializes a group result."""
+        parent = self.parent.as_tuple() if self.parent is not None else None
+        return ((self.id, parent), [r.as_tuple() for r in self.results])

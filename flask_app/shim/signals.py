@@ -142,10 +142,16 @@ task_internal_error = _signals.signal(
     "task_internal_error",
     "sender=task; task_id, args, kwargs, request, exception, traceback, einfo",
 )
+# The shim's own (not Celery's): sent by the celery.backend_cleanup task after it deleted the
+# expired results, so the host app can prune its own tables in the same periodic job.
+backend_cleanup = _signals.signal(
+    "backend_cleanup", "sender=the backend_cleanup task; now, deleted (counts)"
+)
 
 __all__ = [
     "Signal",
     "after_task_publish",
+    "backend_cleanup",
     "before_task_publish",
     "task_failure",
     "task_internal_error",

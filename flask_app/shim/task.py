@@ -1,4 +1,4 @@
-"""The task object (`celery.Task`), its request context and `.s()`/`.si()` signatures."""
+"""The task object (`celery.Task`): call it, send it, trace it, retry it, sign it."""
 
 from __future__ import annotations
 
@@ -6,284 +6,45 @@ import inspect
 import random
 import sys
 import threading
-import traceback as tb_module
-import uuid as uuid_module
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, ParamSpec, TypeVar
 
-from flask_app.shim import _state, serialization
+from sqlalchemy import event
+
+from flask_app.shim import _state, backend, delivery, serialization
+from flask_app.shim.binding import app_context_for, flask_app_for, get_plugs
+from flask_app.shim.canvas import Signature, maybe_signatures, signature
 from flask_app.shim.exceptions import (
     Ignore,
     MaxRetriesExceededError,
-    NotRegistered,
     Retry,
     UnsupportedOption,
 )
+from flask_app.shim.ids import uuid
+from flask_app.shim.options import T3_CALL_OPTIONS, T3_TASK_OPTIONS, check_option
+from flask_app.shim.request import Context, ExceptionInfo
+from flask_app.shim.result import AsyncResult, EagerResult
+from flask_app.shim.tracer import trace
 
 if TYPE_CHECKING:
     from flask_app.shim.app import Celery
-    from flask_app.shim.result import AsyncResult, EagerResult
+
+__all__ = [
+    "T3_CALL_OPTIONS",
+    "T3_TASK_OPTIONS",
+    "Context",
+    "ExceptionInfo",
+    "Signature",
+    "Task",
+    "check_option",
+    "signature",
+    "uuid",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def uuid() -> str:
-    """A new task id (uuid4 string), as `celery.uuid`."""
-    return str(uuid_module.uuid4())
-
-
-class Context:
-    """`self.request`: the execution context of one task run."""
-
-    id: str | None = None
-    task: str | None = None
-    args: Any = ()
-    kwargs: Any = None
-    retries: int = 0
-    is_eager: bool = False
-    called_directly: bool = True
-    eta: str | None = None
-    expires: str | None = None
-    headers: dict[str, Any] | None = None
-    correlation_id: str | None = None
-    reply_to: str | None = None
-    root_id: str | None = None
-    parent_id: str | None = None
-    callbacks: list[dict[str, Any]] | None = None
-    errbacks: list[dict[str, Any]] | None = None
-    delivery_info: dict[str, Any] | None = None
-    hostname: str | None = None
-    origin: str | None = None
-    timelimit: tuple[float | None, float | None] = (None, None)
-    ignore_result: bool = False
-    shadow: str | None = None
-    group: None = None
-    group_index: None = None
-    chord: None = None
-    chain: None = None
-    # QStash's own redelivery count (Upstash-Retried), kept apart from Celery's `retries`.
-    qstash_retried: int | None = None
-    qstash_message_id: str | None = None
-
-    def __init__(self, **fields: Any) -> None:
-        self.kwargs = {}
-        self.delivery_info = {}
-        for key, value in fields.items():
-            setattr(self, key, value)
-
-    @property
-    def name(self) -> str | None:
-        """The task name (the worker Request's `.name`)."""
-        return self.task
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Attribute access with a default."""
-        return getattr(self, key, default)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict."""
-        keys = [k for k in dir(type(self)) if not k.startswith("_") and k not in _METHODS]
-        return {k: getattr(self, k) for k in keys}
-
-    def __repr__(self) -> str:
-        return f"<Context: id={self.id!r} task={self.task!r} retries={self.retries}>"
-
-
-_METHODS = {"get", "as_dict", "name"}
-
-
-class ExceptionInfo:
-    """Celery's `einfo`: the exception, its type, traceback object and text."""
-
-    def __init__(self, exc: BaseException, tb: TracebackType | None = None) -> None:
-        self.exception = exc
-        self.type = type(exc)
-        self.tb = tb if tb is not None else exc.__traceback__
-        self.traceback = "".join(tb_module.format_exception(self.type, exc, self.tb))
-
-    def __str__(self) -> str:
-        return self.traceback
-
-
-class Signature(dict[str, Any]):
-    """A call description (`task.s()` / `task.si()`), used as `link` / `link_error`."""
-
-    def __init__(
-        self,
-        task: str | Mapping[str, Any] | Task[Any, Any],
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        immutable: bool = False,
-        subtask_type: str | None = None,
-        app: Celery | None = None,
-        **extra: Any,
-    ) -> None:
-        if isinstance(task, Mapping):
-            super().__init__(task)
-            self.setdefault("args", [])
-            self.setdefault("kwargs", {})
-            self.setdefault("options", {})
-            self.setdefault("immutable", False)
-        else:
-            name = task.name if isinstance(task, Task) else str(task)
-            super().__init__(
-                task=name,
-                args=list(args or ()),
-                kwargs=dict(kwargs or {}),
-                options=dict(options or {}) | extra,
-                immutable=immutable,
-                subtask_type=subtask_type,
-            )
-        if self.get("subtask_type"):
-            raise UnsupportedOption(
-                f"canvas signature {self['subtask_type']!r} is not supported by the shim"
-            )
-        self._app = app
-
-    @property
-    def name(self) -> str:
-        """The task name."""
-        return str(self["task"])
-
-    @property
-    def args(self) -> tuple[Any, ...]:
-        """Partial positional arguments."""
-        return tuple(self["args"])
-
-    @property
-    def kwargs(self) -> dict[str, Any]:
-        """Partial keyword arguments."""
-        return dict(self["kwargs"])
-
-    @property
-    def options(self) -> dict[str, Any]:
-        """apply_async options."""
-        return dict(self["options"])
-
-    @property
-    def immutable(self) -> bool:
-        """Whether parent results are *not* prepended."""
-        return bool(self["immutable"])
-
-    @property
-    def type(self) -> Task[Any, Any]:
-        """The registered task.
-
-        Raises:
-            NotRegistered
-        """
-        app = self._app or _state.get_current_app()
-        task = app.tasks.get(self.name)
-        if task is None:
-            raise NotRegistered(self.name)
-        return task
-
-    def _merge(
-        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if self.immutable:
-            return self.args, self.kwargs
-        return tuple(args) + self.args, self.kwargs | dict(kwargs or {})
-
-    def apply_async(
-        self,
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> AsyncResult:
-        """Send the described call (partial args after the given ones)."""
-        merged_args, merged_kwargs = self._merge(args, kwargs)
-        return self.type.apply_async(merged_args, merged_kwargs, **(self.options | options))
-
-    def apply(
-        self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> EagerResult:
-        """Run the described call locally."""
-        merged_args, merged_kwargs = self._merge(args, kwargs)
-        return self.type.apply(merged_args, merged_kwargs, **(self.options | options))
-
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
-        """apply_async with star arguments."""
-        return self.apply_async(args, kwargs)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        merged_args, merged_kwargs = self._merge(args, kwargs)
-        return self.type(*merged_args, **merged_kwargs)
-
-    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
-        """Add options (in place), as Celery."""
-        if immutable is not None:
-            self["immutable"] = immutable
-        self["options"] = self.options | options
-        return self
-
-    def clone(self, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Signature:
-        """A copy with more partial arguments."""
-        merged_args, merged_kwargs = self._merge(args, kwargs)
-        return Signature(
-            self.name, merged_args, merged_kwargs, self.options, self.immutable, app=self._app
-        )
-
-    def __or__(self, other: Any) -> NoReturn:
-        raise UnsupportedOption("chains (sig | sig) are not supported by the shim; use link=")
-
-    def __repr__(self) -> str:
-        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
-        return f"{self.name}({', '.join(parts)}){'!' if self.immutable else ''}"
-
-
-def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
-    """`celery.signature`: from a dict, a Signature, or a task name."""
-    if isinstance(varies, Signature):
-        return varies.clone()
-    return Signature(varies, *args, **kwargs)
-
-
-def maybe_signatures(value: Any) -> list[Signature]:
-    """link/link_error values as a list of Signatures."""
-    if value is None:
-        return []
-    items = value if isinstance(value, list | tuple) else [value]
-    out = []
-    for item in items:
-        if not isinstance(item, Mapping):
-            raise TypeError(f"link/link_error takes signatures (task.s()), not {item!r}")
-        out.append(item if isinstance(item, Signature) else Signature(item))
-    return out
-
-
-# Options the shim cannot honour over QStash: rejected when the decorator or call sees them.
-T3_TASK_OPTIONS = {
-    "soft_time_limit": "soft time limits have no safe equivalent under WSGI",
-    "priority": "QStash has no message priorities",
-    "reject_on_worker_lost": "QStash redelivers on timeout or 5xx regardless",
-    "rate_limit": "use QStash flow control (global, not per worker) on the publisher instead",
-}
-T3_CALL_OPTIONS = T3_TASK_OPTIONS | {
-    "chord": "chords are not supported",
-    "group_id": "groups are not supported",
-    "chain": "chains are not supported",
-    "replaced_task_nesting": "task replacement is not supported",
-}
-
-
-def check_option(key: str, value: Any, table: Mapping[str, str], where: str) -> None:
-    """Refuse a T3 option with a set value.
-
-    Raises:
-        UnsupportedOption
-    """
-    if key in table and value not in (None, False):
-        raise UnsupportedOption(f"{where}: {key}={value!r} is not supported: {table[key]}")
-    if key == "pydantic" and value:
-        raise UnsupportedOption(f"{where}: pydantic=True is not supported by the shim")
-    if key in ("serializer", "task_serializer") and value not in (None, "json"):
-        raise UnsupportedOption(f"{where}: only the json serializer is supported, not {value!r}")
 
 
 def exponential_backoff(factor: int, retries: int, maximum: float, full_jitter: bool) -> float:
@@ -374,14 +135,14 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the body inline (inside the Flask app context) and return its value."""
-        from flask_app.shim.app import app_context_for
-
         self._request_stack()  # creates the thread-local state if a subclass skipped __init__
         if getattr(self._local, "tracing", False):  # the tracer calls a custom __call__
             return self.run(*args, **kwargs)
         request = Context(args=args, kwargs=kwargs, called_directly=True, task=self.name)
         with self.pushed(request), app_context_for(self.app):
             return self.run(*args, **kwargs)
+
+    __call__.is_shim_call = True  # type: ignore[attr-defined]  # the tracer calls run() directly
 
     def __repr__(self) -> str:
         return f"<@task: {self.name} of {self.app.main}>"
@@ -394,11 +155,10 @@ class Task(Generic[P, R]):
 
     def delay_on_commit(self, *args: P.args, **kwargs: P.kwargs) -> None:
         """delay() once the request's database session commits (now if none is open)."""
-        from sqlalchemy import event
-
-        from flask_app.db import get_session
-
-        session = get_session()
+        current_session = get_plugs(flask_app_for(self.app)).current_session
+        if current_session is None:
+            raise UnsupportedOption("delay_on_commit needs init_app(plugs=Plugs(current_session=))")
+        session = current_session()
         if not session.in_transaction():
             self.delay(*args, **kwargs)
             return
@@ -423,8 +183,6 @@ class Task(Generic[P, R]):
             EncodeError: an argument without a Celery-JSON form.
             OperationalError: QStash refused or could not be reached.
         """
-        from flask_app.shim import delivery
-
         args, kwargs = self._checked_call(args, kwargs)
         for key, value in options.items():
             check_option(key, value, T3_CALL_OPTIONS, f"{self.name}.apply_async")
@@ -483,19 +241,14 @@ class Task(Generic[P, R]):
     def signature(
         self, args: Sequence[Any] | None = None, *starargs: Any, **starkwargs: Any
     ) -> Signature:
-        """Long form of s()."""
-        kwargs = starkwargs.pop("kwargs", None) or {}
-        options = starkwargs.pop("options", None) or {}
-        return Signature(
-            self.name, tuple(args or ()) + starargs, kwargs, options | starkwargs, app=self._app
-        )
+        """Long form of s(): signature(args, kwargs, options, ..., **options) as Celery's."""
+        starkwargs.setdefault("app", self._app)
+        return Signature(self.name, args, *starargs, **starkwargs)
 
     subtask = signature
 
     def AsyncResult(self, task_id: str, **kwargs: Any) -> AsyncResult:  # noqa: N802
         """Result handle for an id of this task."""
-        from flask_app.shim.result import AsyncResult
-
         return AsyncResult(task_id, task_name=self.name, app=self.app, **kwargs)
 
     # -- running ---------------------------------------------------------------------------
@@ -519,9 +272,6 @@ class Task(Generic[P, R]):
         Raises:
             the task's exception when throw (default: task_eager_propagates) is set.
         """
-        from flask_app.shim.result import EagerResult
-        from flask_app.shim.tracer import trace
-
         args, kwargs = self._checked_call(args, kwargs)
         for key, value in options.items():
             check_option(key, value, T3_CALL_OPTIONS, f"{self.name}.apply")
@@ -614,6 +364,11 @@ class Task(Generic[P, R]):
             "root_id": request.root_id,
             "parent_id": request.parent_id,
             "ignore_result": request.ignore_result,
+            # a retried canvas step still continues its chain and counts in its chord
+            "chain": request.chain,
+            "group_id": request.group,
+            "group_index": request.group_index,
+            "chord": request.chord,
         } | extra
         return Signature(
             self.name,
@@ -627,9 +382,6 @@ class Task(Generic[P, R]):
         self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kw: Any
     ) -> None:
         """Store a custom state (e.g. PROGRESS) and meta for this (or the given) task id."""
-        from flask_app.shim import backend
-        from flask_app.shim.app import flask_app_for
-
         task_id = task_id or self.request.id
         if task_id is None:
             raise ValueError("update_state needs a task id (none outside a task run)")
@@ -669,7 +421,10 @@ class Task(Generic[P, R]):
     # -- T3 -----------------------------------------------------------------------------------
 
     def _unsupported(self, *_a: Any, **_k: Any) -> NoReturn:
-        raise UnsupportedOption("canvas and events are not supported by the shim")
+        raise UnsupportedOption(
+            "replace, add_to_chord, chunks, map, starmap and send_event are not supported by the "
+            "shim (chain, group and chord are)"
+        )
 
     replace = add_to_chord = chunks = map = starmap = send_event = _unsupported
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask_app.shim import backend, signals, states
-from flask_app.shim.app import app_context_for, flask_app_for
+from flask_app.shim.binding import app_context_for, flask_app_for
+from flask_app.shim.canvas import Signature, maybe_signature
 from flask_app.shim.exceptions import Ignore, Reject, Retry
-from flask_app.shim.task import Context, ExceptionInfo, Signature, Task
+from flask_app.shim.request import Context, ExceptionInfo
+
+if TYPE_CHECKING:
+    from flask_app.shim.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +127,7 @@ def _run(task: Task[Any, Any], request: Context, store: _Store, throw: bool) -> 
 
 
 def _invoke(task: Task[Any, Any], request: Context) -> Any:
-    if type(task).__call__ is Task.__call__:
+    if getattr(type(task).__call__, "is_shim_call", False):  # Task.__call__, not overridden
         return task.run(*request.args, **request.kwargs)
     task._local.tracing = True  # a custom __call__ (Flask's ContextTask pattern) wraps run
     try:
@@ -133,7 +138,7 @@ def _invoke(task: Task[Any, Any], request: Context) -> Any:
 
 def _on_success(task: Task[Any, Any], request: Context, store: _Store, retval: Any) -> Outcome:
     for sig in request.callbacks or []:
-        _send_link(Signature(sig), (retval,))
+        _send_link(maybe_signature(sig, app=task._app), (retval,))
     store.write(states.SUCCESS, retval)
     task_id = request.id or ""
     task.on_success(retval, task_id, request.args, request.kwargs)
@@ -149,7 +154,7 @@ def _on_failure(task: Task[Any, Any], request: Context, store: _Store, exc: Exce
     else:
         log.error("task %s[%s] raised: %r", task.name, request.id, exc, exc_info=exc)
     store.write(states.FAILURE, exc, einfo.traceback)
-    _run_errbacks(task, request, exc, einfo)
+    run_errbacks(request, exc, einfo.traceback)
     task_id = request.id or ""
     task.on_failure(exc, task_id, request.args, request.kwargs, einfo)
     signals.task_failure.send(
@@ -184,16 +189,15 @@ def _send_link(sig: Signature, parent_args: tuple[Any, ...]) -> None:
         log.exception("could not send link %r", sig)
 
 
-def _run_errbacks(
-    task: Task[Any, Any], request: Context, exc: BaseException, einfo: ExceptionInfo
-) -> None:
-    """Celery's rule: an errback taking >1 argument runs inline with (request, exc, tb)."""
+def run_errbacks(request: Context, exc: BaseException, traceback: str | None) -> None:
+    """Celery's rule: an errback taking >1 argument runs inline with (request, exc, traceback);
+    the others are sent with the failed task's id."""
     for raw in request.errbacks or []:
-        sig = Signature(raw)
+        sig = maybe_signature(raw)
         try:
             errback = sig.type
             if _arity(errback) > 1:
-                errback(*((request, exc, einfo.traceback) + sig.args), **sig.kwargs)
+                errback(*((request, exc, traceback) + sig.args), **sig.kwargs)
             else:
                 sig.apply_async((request.id,))
         except Exception:
@@ -201,8 +205,6 @@ def _run_errbacks(
 
 
 def _arity(task: Task[Any, Any]) -> int:
-    import inspect
-
     try:
         params = inspect.signature(task.run).parameters.values()
     except (TypeError, ValueError):

@@ -470,3 +470,37 @@ def test_live_retry_signal_table(app, client, gateway, recorder):
     ]
     [retry] = recorder.of("task_retry")
     assert isinstance(retry["reason"].exc, ConnectionError) and retry["request"].retries == 0
+
+
+@shared_task(name="live.limited", rate_limit="10/m")
+def limited():
+    return "ok"
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [("100/s", (100, 1)), ("10/m", (10, 60)), ("1/h", (1, 3600)), ("5", (5, 1)), (3, (3, 1))],
+)
+def test_celery_rates_become_flow_control_rate_and_period(rate, expected):
+    from flask_app.shim.conf import from_rate_limit
+
+    assert from_rate_limit(rate, "t") == expected
+
+
+def test_a_rate_limited_task_publishes_with_its_flow_control_key(app, gateway):
+    limited.delay()
+    add.delay(1, 2)
+    [(_, msg), (_, plain)] = gateway.published
+    assert msg.flow_control == {"key": "celery-rate.live.limited", "rate": 10, "period": 60}
+    assert plain.flow_control is None
+
+
+def test_task_default_rate_limit_applies_to_tasks_without_one(app, gateway):
+    conf = app.extensions["celery"].conf
+    conf.task_default_rate_limit = "2/s"
+    try:
+        add.delay(1, 2)
+    finally:
+        conf.task_default_rate_limit = None
+    [(_, msg)] = gateway.published
+    assert msg.flow_control == {"key": "celery-rate.live.add", "rate": 2, "period": 1}

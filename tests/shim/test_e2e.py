@@ -5,61 +5,21 @@ imports) is loaded through TASK_IMPORTS and driven exactly as Celery code would 
 """
 
 import difflib
-import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from qstash import QStash
-from werkzeug.serving import make_server
 
 from flask_app.shim import AsyncResult, states
-from qstash_dev.testing import run_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def qstash_server():
-    with run_server(retry_delay_scale=0.001) as srv:
-        yield srv
-
-
-@pytest.fixture
-def http_server():
-    """A threaded werkzeug server on a free port; the app is plugged in once created."""
-    holder = {}
-
-    def wsgi(environ, start_response):
-        return holder["app"](environ, start_response)
-
-    server = make_server("127.0.0.1", 0, wsgi, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server, holder
-    server.shutdown()
-    thread.join(timeout=5)
-
-
-@pytest.fixture
-def app_overrides(qstash_server, http_server):
-    server, _ = http_server
-    return {
-        "APP_BASE_URL": f"http://127.0.0.1:{server.server_port}",
-        "QSTASH_URL": qstash_server.url,
-        "QSTASH_TOKEN": qstash_server.token,
-        "QSTASH_CURRENT_SIGNING_KEY": qstash_server.current_signing_key,
-        "QSTASH_NEXT_SIGNING_KEY": qstash_server.next_signing_key,
-        "TASK_IMPORTS": "examples.celery_app.shim_tasks",
-    }
-
-
-@pytest.fixture
-def live(app, http_server):
-    _, holder = http_server
-    holder["app"] = app
-    return app
+def app_overrides(served_by_qstash):
+    return served_by_qstash | {"TASK_IMPORTS": "examples.celery_app.shim_tasks"}
 
 
 @pytest.fixture

@@ -182,7 +182,8 @@ def test_task_cls_replaces_the_base_for_an_app():
     [
         {"soft_time_limit": 5},
         {"priority": 3},
-        {"rate_limit": "10/m"},
+        {"rate_limit": "2.5/s"},
+        {"rate_limit": "10/d"},
         {"pydantic": True},
         {"serializer": "pickle"},
         {"queue": "emails"},
@@ -406,15 +407,14 @@ def test_errbacks_with_several_parameters_run_inline_with_request_exc_traceback(
     assert seen == [("e-1", "RuntimeError", True)]
 
 
-def test_chains_and_groups_fail_loudly():
-    from flask_app.shim import chain, group
+def test_chunks_and_maps_fail_loudly():
+    from flask_app.shim import chunks, xmap, xstarmap
 
+    for refused in (chunks, xmap, xstarmap):
+        with pytest.raises(UnsupportedOption):
+            refused(add, [(1, 2)])
     with pytest.raises(UnsupportedOption):
-        chain(add.s(1, 2), add.s(3))
-    with pytest.raises(UnsupportedOption):
-        group([add.s(1, 2)])
-    with pytest.raises(UnsupportedOption):
-        add.s(1, 2) | add.s(3)
+        add.chunks([(1, 2)], 1)
 
 
 def test_timedelta_is_not_json_so_it_fails_at_send_time(app):
