@@ -4,9 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+COSTS_ARGS ?=
 JS_SDK := tests/qstash_dev/js
 
-.PHONY: run test lint typecheck reliability bench clean postgres chromium js-sdk
+.PHONY: run test retire-legacy-check lint typecheck reliability bench clean postgres chromium js-sdk haproxy costs
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ postgres:
 chromium:
 	@scripts/ensure-chromium.sh
 
+## haproxy: make sure HAProxy is installed (the scale-out benchmark and its smoke test)
+haproxy:
+	@scripts/ensure-haproxy.sh
+
 ## js-sdk: install the official JS SDK pinned in tests/qstash_dev/js/package-lock.json (npm ci)
 js-sdk: $(JS_SDK)/node_modules/.installed
 
@@ -38,14 +43,23 @@ $(JS_SDK)/node_modules/.installed: $(JS_SDK)/package.json $(JS_SDK)/package-lock
 	touch $@
 
 ## test: the same set-up, then the whole suite; non-zero on any failure
-test: $(STAMP) postgres chromium js-sdk
+test: $(STAMP) postgres chromium js-sdk haproxy
 	$(PY) -m flask --app wsgi db upgrade
 	$(PY) -m pytest -m "not reliability" $(PYTEST_ARGS)
+
+## retire-legacy-check: a copy of the tree without legacy_cron/ (and its one line in create_app)
+## still passes the QStash-path, migration, parity and reliability tests (CI runs it)
+retire-legacy-check: $(STAMP) postgres
+	$(PY) scripts/retire_legacy_check.py $(PYTEST_ARGS)
 
 ## reliability: the large fault scenarios (docs/reliability.md); not part of `make test`
 reliability: $(STAMP) postgres
 	$(PY) -m flask --app wsgi db upgrade
-	$(PY) -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+	$(PY) -m pytest -m reliability tests/reliability tests/legacy_cron/reliability $(PYTEST_ARGS)
+
+## costs: measure the capacity model's unit costs on this code -> bench/results/costs.json (~3 min; run alone)
+costs: $(STAMP) postgres
+	$(PY) bench/costs.py $(COSTS_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -3,6 +3,7 @@
 A QStash delivery arrives a few seconds before its window opens and waits inside the request
 with a precise timer, so hundreds of requests must be able to wait at once: gthread workers
 with many threads (a waiting thread costs a stack and no CPU until its last milliseconds).
+Each worker also runs the app's background runner (flask_app/background.py), started below.
 Environment overrides: GUNICORN_BIND, GUNICORN_WORKERS, GUNICORN_THREADS, GUNICORN_TIMEOUT.
 """
 
@@ -25,3 +26,13 @@ preload_app = False
 def post_fork(server, worker):  # type: ignore[no-untyped-def]
     """Shorten the GIL switch interval so a thread whose fire instant came runs promptly."""
     sys.setswitchinterval(0.0005)
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    """Start the worker's background runner (outbox retries, DLQ reconcile, schedules).
+
+    worker.wsgi is the Flask app (wsgi:app), loaded by now.
+    """
+    from flask_app import background
+
+    background.start(worker.wsgi)

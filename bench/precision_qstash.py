@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,8 @@ def process(
         # py-spy then writes its output and exits by itself.
         target = _children(proc.pid) if args[0].endswith("py-spy") else [proc.pid]
         for pid in target or [proc.pid]:
-            os.kill(pid, signal.SIGTERM)
+            with suppress(ProcessLookupError):  # it died first: keep the start-up error
+                os.kill(pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -1,14 +1,35 @@
-"""Signed QStash webhook deliveries handled per second, on PostgreSQL, under gunicorn.
+"""Signed QStash webhook deliveries handled per second, under gunicorn, from a separate client.
 
-The app runs under the repo's gunicorn.conf.py against a private PostgreSQL database and the
-AimHarder sandbox. N prebookings, already due, are created through the API (rollout 0 %, so
-nothing is published: the deliveries come from this script), each user's cookies stored. Then
-N deliveries, each signed as QStash signs them (`qstash_dev.signing.sign` over the exact body
-and `APP_BASE_URL + path`), are sent from C concurrent client threads; every one claims and
-books. Then the same N deliveries are replayed (QStash's at-least-once duplicates): each must
-answer 200 `lost_claim` and book nothing.
+The stack is bench/scaleout.py's: a private database (PostgreSQL by default, `--db sqlite`),
+`--instances` gunicorn masters (the repo's gunicorn.conf.py, `--workers` each, 4 by default),
+HAProxy in front with `--lb on` (or with 2+ instances), the AimHarder sandbox and qstash_dev in
+their own processes. QSTASH_ROLLOUT_PERCENT=0, so the app publishes nothing: the deliveries
+come from this benchmark.
 
-    python bench/webhook_throughput.py [--n 1000] [--concurrency 32] [--workers 1]
+N prebookings (one user and one class each) are created through the API, opening `--opens-in`
+seconds from now (default -1: already due, so each first delivery claims and books at once).
+Each delivery body is then signed exactly as QStash signs it (`qstash_dev.signing.sign` with
+the dev signing key over the body and `APP_BASE_URL + path`), all precomputed before the load.
+The load generator, bench/webhook_load.py, runs in its own process (asyncio, raw HTTP/1.1,
+`--concurrency` keep-alive connections) and sends the N deliveries once (first deliveries),
+then the same N again (QStash's at-least-once duplicates: each must answer `lost_claim` and
+book nothing). Reported: deliveries/s and p50/p99 latency of each phase, the webhook's
+answers, bookings at the sandbox, the load average.
+
+`--profile DIR`: py-spy (pinned in requirements-dev.txt) samples every worker of every
+instance while the load runs (`py-spy record --pid <master> --subprocesses --gil`, only the
+thread holding the GIL, i.e. the app's CPU), as collapsed stacks (`--format raw`: what
+flamegraph.pl and speedscope read), then bench/profile_summary.py breaks them down under the
+webhook (`prebooking_execute`), into DIR.
+
+After issue 14's sweep lands (it arms due prebookings that no delivery covers), already-due
+prebookings may be booked before their delivery comes: use `--opens-in 300` to measure
+admission (the first deliveries then arm, the dispatcher fires later); the answers' `action`
+counts say which happened.
+
+    python bench/webhook_throughput.py --n 500 --concurrency 32
+    python bench/webhook_throughput.py --n 2000 --workers 4 --instances 2 --profile /tmp/wh
+    python bench/webhook_throughput.py --n 500 --workers 1 --db sqlite
 """
 
 from __future__ import annotations
@@ -16,135 +37,186 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
+import subprocess
 import sys
-import time
+import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from precision_qstash import (  # noqa: E402
-    API_TOKEN,
-    DAY,
-    free_port,
-    percentile,
-    private_database,
-    process,
-)
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))
+from precision_qstash import API_TOKEN, DAY  # noqa: E402
+from scaleout import Scenario, Stack, stack  # noqa: E402
 
-from aimharder_sandbox.testing import run_sandbox  # noqa: E402
 from flask_app.config import DEV_QSTASH_CURRENT_SIGNING_KEY  # noqa: E402
 from qstash_dev.signing import sign  # noqa: E402
 
 PATH = "/api/qstash/prebooking-execute"
 
 
-def fire(client: httpx.Client, url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:
-    """Send every body once, signed; report rate, latency and statuses."""
-    latencies: list[float] = []
-    statuses: dict[str, int] = {}
-    actions: dict[str, int] = {}
+def create(api: httpx.Client, n: int, opens: datetime, threads: int) -> list[dict[str, Any]]:
+    """N users, one prebooking each in its own class; the delivery bodies QStash would send."""
 
-    def one(body: bytes) -> None:
-        headers = {
-            "Content-Type": "application/json",
-            "Upstash-Retried": "0",
-            "Upstash-Signature": sign(DEV_QSTASH_CURRENT_SIGNING_KEY, url, body),
+    def one(i: int) -> dict[str, Any]:
+        email = f"u{i}@bench.example"
+        cookies = {"amhrdrauth": f"tok{i}"}
+        api.put(f"/api/sessions/{email}", json={"cookies": cookies}).raise_for_status()
+        made = api.post(
+            "/api/prebookings",
+            json={
+                "user_email": email,
+                "available_at": opens.isoformat(),
+                "booking_data": {"box": "sandbox", "class_id": f"c{i}", "day": DAY},
+            },
+        )
+        made.raise_for_status()
+        return {
+            "prebookingId": made.json()["id"],
+            "userEmail": email,
+            "scheduledAt": opens.isoformat(),
         }
-        started = time.perf_counter()
-        resp = client.post(PATH, content=body, headers=headers)
-        latencies.append((time.perf_counter() - started) * 1000)
-        statuses[str(resp.status_code)] = statuses.get(str(resp.status_code), 0) + 1
-        action = resp.json().get("action", "?")
-        actions[action] = actions.get(action, 0) + 1
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, bodies))
-    wall = time.perf_counter() - started
-    return {
-        "deliveries": len(bodies),
-        "wall_s": round(wall, 2),
-        "per_s": round(len(bodies) / wall, 1),
-        "p50_ms": round(percentile(latencies, 50), 1),
-        "p99_ms": round(percentile(latencies, 99), 1),
-        "statuses": statuses,
-        "actions": actions,
-    }  # type: ignore[dict-item]
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, range(n)))
+
+
+def signed(url: str, bodies: list[dict[str, Any]]) -> str:
+    """JSON lines of {body, signature}, signed now (tokens live 5 minutes)."""
+    lines = []
+    for body in bodies:
+        raw = json.dumps(body)
+        lines.append(
+            json.dumps(
+                {"body": raw, "signature": sign(DEV_QSTASH_CURRENT_SIGNING_KEY, url, raw.encode())}
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def load(app_url: str, deliveries: Path, concurrency: int) -> dict[str, Any]:
+    """One pass of the load generator, in its own process."""
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "webhook_load.py"), "--url", app_url]
+        + ["--deliveries", str(deliveries), "--concurrency", str(concurrency)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"webhook_load.py failed: {done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+@contextmanager
+def profiled(stack_: Stack, folder: Path | None) -> Iterator[list[Path]]:
+    """py-spy on every instance's master and its workers while the block runs."""
+    if folder is None:
+        yield []
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    outputs, spies = [], []
+    for i, master in enumerate(stack_.masters, 1):
+        out = folder / f"webhook-instance{i}.txt"
+        args = [spy, "record", "--pid", str(master.pid), "--subprocesses", "--gil"]
+        args += ["--nonblocking", "--rate", "200", "--format", "raw", "--output", str(out)]
+        log = open(folder / f"py-spy-instance{i}.log", "wb")
+        spies.append((subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT), log))
+        outputs.append(out)
+    try:
+        yield outputs
+    finally:
+        for proc, log in spies:
+            proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            proc.wait(timeout=60)
+            log.close()
+
+
+def summarise(profiles: list[Path]) -> dict[str, str]:
+    """bench/profile_summary.py under the webhook, per profile, saved beside it."""
+    out = {}
+    for path in profiles:
+        if not path.exists():
+            out[str(path)] = "py-spy wrote nothing (see the py-spy log beside it)"
+            continue
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "profile_summary.py"), str(path)]
+            + ["--under", "prebooking_execute", "--depth", "1"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        path.with_suffix(".summary.md").write_text(done.stdout)
+        out[str(path)] = done.stdout
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="GUNICORN_THREADS (default: the conf's)")
+    parser.add_argument("--db", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--lb", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--balance", default="roundrobin")
+    parser.add_argument("--pg-budget", type=int, default=64)
+    parser.add_argument("--opens-in", type=float, default=-1.0, help="s; negative: already due")
+    parser.add_argument("--create-threads", type=int, default=8)
+    parser.add_argument("--app-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy every worker")
+    return parser.parse_args()
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    from cryptography.fernet import Fernet
-
-    port = free_port()
-    app_url = f"http://127.0.0.1:{port}"
-    with private_database() as db_url, run_sandbox() as sandbox:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH", "GUNICORN"))}
-        env |= {
-            "DATABASE_URL": db_url,
-            "QSTASH_ENABLED": "true",
-            "QSTASH_ROLLOUT_PERCENT": "0",
-            "APP_BASE_URL": app_url,
-            "AIMHARDER_BASE_URL": sandbox.url,
-            "API_TOKEN": API_TOKEN,
-            "SESSION_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-            "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "GUNICORN_WORKERS": str(args.workers),
-        }
-        g_args = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-        auth = {"Authorization": f"Bearer {API_TOKEN}"}
-        with (
-            process(g_args, env, f"{app_url}/api/health"),
-            httpx.Client(
-                base_url=app_url, timeout=60, limits=httpx.Limits(max_connections=args.concurrency)
-            ) as client,
-        ):
-            opened = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-            bodies = []
-            for i in range(args.n):
-                email = f"u{i}@bench.example"
-                client.put(
-                    f"/api/sessions/{email}",
-                    headers=auth,
-                    json={"cookies": {"amhrdrauth": f"tok{i}"}},
-                ).raise_for_status()
-                made = client.post(
-                    "/api/prebookings",
-                    headers=auth,
-                    json={
-                        "user_email": email,
-                        "available_at": opened,
-                        "booking_data": {"box": "sandbox", "class_id": f"c{i}", "day": DAY},
-                    },
-                )
-                made.raise_for_status()
-                bodies.append(
-                    json.dumps(
-                        {
-                            "prebookingId": made.json()["id"],
-                            "userEmail": email,
-                            "scheduledAt": opened,
-                        }
-                    ).encode()
-                )
-            first = fire(client, app_url + PATH, bodies, args.concurrency)
-            replay = fire(client, app_url + PATH, bodies, args.concurrency)
-            booked = len(sandbox.bookings())
+    args = parse_args()
+    args.app_env = ["QSTASH_ROLLOUT_PERCENT=0", *args.app_env]
+    # Rollout 0 % leaves every prebooking to cron as far as the app's start-up check goes
+    # (it refuses a configuration in which some prebookings have no path); nobody pings cron
+    # here, so every booking comes from this benchmark's deliveries.
+    scenario = Scenario(
+        "webhook", args.n, args.n, args.instances, args.workers, db=args.db, legacy_cron=True
+    )
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    with stack(scenario, args) as stack_, tempfile.TemporaryDirectory() as tmp:
+        with httpx.Client(base_url=stack_.app_url, headers=auth, timeout=60) as api:
+            opens = datetime.now(UTC) + timedelta(seconds=args.opens_in)
+            if args.opens_in >= 0:
+                opens += timedelta(seconds=args.n / 50)  # still ahead once all are created
+            bodies = create(api, args.n, opens, args.create_threads)
+        deliveries = Path(tmp) / "deliveries.jsonl"
+        deliveries.write_text(signed(stack_.app_url + PATH, bodies))
+        load_before = os.getloadavg()
+        with profiled(stack_, args.profile) as profiles:
+            first = load(stack_.app_url, deliveries, args.concurrency)
+            duplicates = load(stack_.app_url, deliveries, args.concurrency)
+        load_after = os.getloadavg()
+        state = httpx.get(f"{stack_.sandbox_url}/_sandbox/state", timeout=60).json()
     result = {
-        "settings": vars(args) | {"cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]},
+        "settings": {k: v for k, v in vars(args).items() if k != "profile"}
+        | stack_.settings
+        | {"cpus": os.cpu_count(), "profile": str(args.profile) if args.profile else None},
         "first_deliveries": first,
-        "duplicate_deliveries": replay,
-        "bookings_at_sandbox": booked,
+        "duplicate_deliveries": duplicates,
+        "bookings_at_sandbox": len(state["bookings"]),
+        "loadavg_before": [round(v, 2) for v in load_before],
+        "loadavg_after": [round(v, 2) for v in load_after],
     }
     print(json.dumps(result, indent=2))
+    for path, text in summarise(profiles).items():
+        print(f"\n## {path}\n{text}")
     return 0
 
 

@@ -12,14 +12,14 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import db, dbschema, notify, paths, periodic, shim_plugs
+from flask_app import background, capacity, db, dbschema, notify, paths, periodic, shim_plugs
 from flask_app.aimharder import gym_clock
 from flask_app.api import admin, errors, views
 from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
-from flask_app.core import execution, sessions
+from flask_app.core import execution, preflight, sessions
 from flask_app.observe import comparison, parity_cli
 from flask_app.qstash import cli as qstash_cli
-from flask_app.qstash import gateway, publish, webhook
+from flask_app.qstash import dlq, gateway, outbox, webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,12 +39,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     db.init_app(app)
     dbschema.init_app(app)
+    background.init_app(app)
     sessions.init_app(app)
     gateway.init_app(app)
     execution.init_app(app)
     gym_clock.init_app(app)
-    publish.init_app(app)
+    outbox.init_app(app)
+    dlq.init_app(app)
     notify.init_app(app)
+    preflight.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)
@@ -54,6 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     migration.init_app(app)
     shim_plugs.init_app(app)
     periodic.init_app(app)
+    capacity.init_app(app)
     legacy_cron.init_app(app)  # the cron path: retiring it is deleting this line and legacy_cron/
     paths.check_coverage(app.config)
     return app

@@ -92,8 +92,12 @@ class Prebooking(Base):
     # QStash path: the published message, or why publishing failed (then backfill/relay covers it).
     qstash_message_id: Mapped[str | None] = mapped_column(String(128), index=True)
     qstash_error: Mapped[str | None] = mapped_column(Text)
-    # Bumped by a rollback, so a later re-publish gets a fresh deduplication id.
+    # Bumped by a rollback or a re-publish after the DLQ, so the new message gets a fresh
+    # deduplication id.
     qstash_generation: Mapped[int] = mapped_column(Integer, default=0)
+    # Messages of this prebooking QStash gave up delivering (DLQ), and the last one's reason.
+    qstash_dlq_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    qstash_dlq_reason: Mapped[str | None] = mapped_column(Text)
     # Execution core: who holds the claim, until when, and whether the booking request went out.
     executed_by: Mapped[str | None] = mapped_column(String(16))
     claimed_by: Mapped[str | None] = mapped_column(String(128))
@@ -148,3 +152,37 @@ class Arrival(Base):
     message_id: Mapped[str | None] = mapped_column(String(128))
     retried: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class OutboxEntry(Base):
+    """A QStash call owed for a prebooking (publish its message, or cancel it), written in
+    the same transaction as the change that owes it; deleted once done (flask_app/qstash/outbox.py).
+    """
+
+    __tablename__ = "qstash_outbox"
+    __table_args__ = (Index("ix_qstash_outbox_due_at", "gave_up_at", "due_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prebooking_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("prebookings.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(16))  # publish | cancel | notify
+    message_id: Mapped[str | None] = mapped_column(String(128))  # the message to cancel
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime())  # next attempt no earlier than this
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    leased_by: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    gave_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # attempts ran out
+
+
+class JobLease(Base):
+    """Who runs a once-across-instances background job until when (flask_app/background.py)."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    version: Mapped[str | None] = mapped_column(String(64))  # what the holder did it for

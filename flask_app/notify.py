@@ -8,8 +8,11 @@ it with NOTIFY_SIGNING_SECRET alone (docs/notifications.md), as Stripe's webhook
 
     X-Prebooking-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + raw body)>
 
-Events are published with the gateway right away (the transactional outbox is not on main yet):
-a QStash outage loses the event (logged), never the booking.
+Events go through the transactional QStash outbox (flask_app/qstash/outbox.py, action `notify`):
+the pre-flight's `session_expired` entries are written in the same transaction as the expiry;
+the outcome's entry right after the execution core committed it (a crash in between loses the
+event, never the booking). The background runner sends them within a second and retries a
+QStash outage with backoff; the message is built, and signed, when it is sent.
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
+from flask_app.api.schemas import is_loopback_host
 from flask_app.core import events
 from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
 from flask_app.models import Prebooking, UserSession
-from flask_app.qstash.gateway import Message, QStashError, get_gateway
-from flask_app.schemas import is_loopback_host
+from flask_app.qstash import outbox
+from flask_app.qstash.gateway import Message
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +178,7 @@ def check_url(url: str | None, config: Mapping[str, Any]) -> None:
         raise BadNotifyUrl("must be https (plain http only to a loopback receiver, in development)")
 
 
-# --- sending --------------------------------------------------------------------------------
+# --- sending (through the QStash outbox) ----------------------------------------------------
 
 
 def target(session: Session, row: Prebooking) -> str | None:
@@ -185,47 +189,57 @@ def target(session: Session, row: Prebooking) -> str | None:
     return user.notify_url if user is not None else None
 
 
-def emit(app: Flask, prebooking_id: str, now: datetime) -> str | None:
-    """Publish the event the prebooking's status calls for, if it has a notify_url.
+def build(session: Session, row: Prebooking, now: datetime) -> Message | None:
+    """The outbox's NOTIFY_BUILDER: the event the row's status calls for NOW (an entry owed
+    for a session_expired that was revived meanwhile sends nothing), signed at sending time."""
+    secret = current_app.config.get("NOTIFY_SIGNING_SECRET")
+    url = target(session, row) if secret else None
+    return message(row, url, secret, now) if url and secret else None
 
-    Returns the QStash message id, or None when nothing was sent. Never raises: a failure to
-    announce must not undo or delay what happened (it is logged).
-    """
-    secret = app.config.get("NOTIFY_SIGNING_SECRET")
-    if not secret:  # no deployment secret: no notify_url was accepted, nothing to read
-        return None
-    try:
-        with get_db(app).session() as session:
-            row = session.get(Prebooking, prebooking_id)
-            url = target(session, row) if row is not None else None
-            msg = message(row, url, secret, now) if row is not None and url else None
-        if msg is None:
-            return None
-        return get_gateway(app).publish(msg).message_id
-    except QStashError as exc:
-        log.warning("notify %s: QStash refused or is down: %s", prebooking_id, exc)
-    except Exception:  # announcing is best effort; the prebooking's own state is what counts
-        log.exception("notify %s failed", prebooking_id)
-    return None
+
+def owe(session: Session, prebooking_ids: list[str], now: datetime) -> int:
+    """Write a `notify` outbox entry for each prebooking that has somewhere to announce to;
+    the caller commits (with the change, where it can). Returns how many."""
+    owed = 0
+    for prebooking_id in prebooking_ids:
+        row = session.get(Prebooking, prebooking_id)
+        if row is not None and target(session, row) is not None:
+            outbox.enqueue(session, row, outbox.OutboxAction.NOTIFY, now)
+            owed += 1
+    return owed
 
 
 def on_attempt_finished(sender: str, *, attempt: Attempt, app: Any = None, **_: Any) -> None:
-    """Announce what a won arrival ended in (booked, waitlisted, failed)."""
-    if app is None or not attempt.won or attempt.action not in _FINISHED:
+    """Owe the event of what a won arrival ended in (booked, waitlisted, failed).
+
+    The execution core has committed the outcome already, so the entry is a second, small
+    transaction; the background runner sends it within a second. Never raises.
+    """
+    if app is None or not app.config.get("NOTIFY_SIGNING_SECRET"):
+        return  # no secret: no notify_url was accepted, nothing to read
+    if not attempt.won or attempt.action not in _FINISHED:
         return
-    if attempt.status in (PrebookingStatus.COMPLETED, PrebookingStatus.FAILED):
-        emit(app, attempt.prebooking_id, get_executor(app).clock.now())
+    if attempt.status not in (PrebookingStatus.COMPLETED, PrebookingStatus.FAILED):
+        return
+    try:
+        with get_db(app).session() as session:
+            owe(session, [attempt.prebooking_id], get_executor(app).clock.now())
+            session.commit()
+    except Exception:  # announcing is best effort; the prebooking's own state is what counts
+        log.exception("notify %s: could not owe the event", attempt.prebooking_id)
 
 
 def on_sessions_expired(
-    sender: Flask, *, prebooking_ids: list[str], now: datetime, **_: Any
+    sender: Flask, *, prebooking_ids: list[str], session: Session, now: datetime, **_: Any
 ) -> None:
-    """Tell users whose stored session failed its pre-flight check, while they can still act."""
-    for prebooking_id in prebooking_ids:
-        emit(sender, prebooking_id, now)
+    """Owe the users' events inside the pre-flight's transaction (committed with the expiry)."""
+    if sender.config.get("NOTIFY_SIGNING_SECRET"):
+        owe(session, prebooking_ids, now)
 
 
 def init_app(app: Flask) -> None:
-    """Connect the receivers (module-level functions: blinker holds receivers weakly)."""
+    """Plug the message builder into the outbox and connect the receivers (module-level
+    functions: blinker holds receivers weakly)."""
+    app.extensions[outbox.NOTIFY_BUILDER] = build
     events.attempt_finished.connect(on_attempt_finished)
     events.sessions_expired.connect(on_sessions_expired)

@@ -1,41 +1,55 @@
 """The service's periodic jobs, as shim tasks on a beat schedule (synced to QStash schedules).
 
-`flask --app wsgi tasks sync-schedules` turns BEAT_SCHEDULE into QStash schedules that call
-`/api/qstash/tasks/<name>`; they keep running after the legacy cron path is retired.
+The beat schedule becomes QStash schedules that call `/api/qstash/tasks/<name>`; they keep
+running after the legacy cron path is retired. The app creates or updates them itself at
+start (the background runner's `qstash-schedules` job: one process across every instance, by
+a job lease; again at once when a deploy changes them), and every process checks them every
+few minutes, so `/api/health` shows whether they exist without asking QStash per request.
+`flask --app wsgi tasks sync-schedules` still does the same by hand.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import select
 
-from flask_app import paths
-from flask_app.core import preflight
+from flask_app import background, paths
 from flask_app.core.execution import get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash import dlq, relay
-from flask_app.shim import shared_task
+from flask_app.qstash.gateway import QStashError, get_gateway
+from flask_app.qstash.publish import is_publishing
+from flask_app.shim import beat, shared_task
+from flask_app.shim.beat import DesiredSchedule, SyncPlan
+from flask_app.shim.delivery import task_url
 from flask_app.shim.flask import get_celery
 from flask_app.shim.schedules import crontab
+
+log = logging.getLogger(__name__)
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Windows beyond QStash's maximum delay, and publishes that failed, get their message.
     "relay-prebookings": {"task": "prebooking.relay", "schedule": crontab(minute="*/5")},
-    # Deliveries that died in QStash's DLQ: hand back to cron or mark failed, then clear them.
+    # Deliveries that died in QStash's DLQ: published again, handed to cron, or failed.
     "reconcile-dlq": {"task": "qstash.reconcile_dlq", "schedule": crontab(minute="*/15")},
     # Claims whose owner died mid-booking: the cron tick recovers them too, but not once
     # LEGACY_CRON_ENABLED is false; this keeps recovery alive in the QStash-only phase.
     "recover-stale-claims": {"task": "prebooking.recover_stale", "schedule": crontab()},
-    # Before windows open: check stored sessions (PREFLIGHT_LEAD_S ahead) and probe the gym
-    # clocks of the boxes opening soon (GYM_CLOCK_LEAD_S ahead). One schedule for both.
-    "gym-preflight": {"task": "gym.preflight", "schedule": crontab()},
 }
 RECOVER_BATCH = 100
+SYNC_INTERVAL = timedelta(minutes=10)
+CHECK_INTERVAL = timedelta(minutes=5)
+_STATUS = "schedules"
 
 
 @shared_task(name="prebooking.relay", max_retries=0)
@@ -68,17 +82,120 @@ def recover_stale_claims() -> dict[str, int]:
     return dict(Counter(str(executor.attempt(pid, path=paths.QSTASH).action) for pid in ids))
 
 
-@shared_task(name="gym.preflight", max_retries=0)
-def gym_preflight() -> dict[str, Any]:
-    """Check sessions and probe gym clocks ahead of windows (see core/preflight.py)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    now = get_executor().clock.now()
-    sessions_checked = preflight.check_sessions(app, now).to_json()
-    return {"sessions": sessions_checked, "clocks": preflight.probe_clocks(app, now)["probed"]}
+# --- the schedules at start -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """What this process last saw of the QStash schedules the beat schedule asks for."""
+
+    checked_at: datetime
+    entries: dict[str, str] = field(default_factory=dict)  # entry -> present|missing|outdated
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "checked_at": self.checked_at.isoformat(),
+            "all_present": self.error is None and set(self.entries.values()) <= {"present"},
+            "entries": self.entries,
+            "error": self.error,
+        }
+
+
+def _status_of(plan: SyncPlan, now: datetime) -> ScheduleStatus:
+    entries = {s.entry: "missing" for s in plan.create}
+    entries |= {s.entry: "outdated" for s in plan.update}
+    entries |= {_entry(sid): "present" for sid in plan.unchanged}
+    return ScheduleStatus(now, dict(sorted(entries.items())))
+
+
+def _entry(schedule_id: str) -> str:
+    return schedule_id.removeprefix("shim-")
+
+
+def desired(app: Flask) -> list[DesiredSchedule]:
+    """The QStash schedules the beat schedule asks for (as `flask tasks sync-schedules`)."""
+    celery = get_celery(app)
+    return beat.desired_schedules(
+        celery.conf.beat_schedule,
+        url_for_task=lambda name: task_url(app, name),
+        timezone=celery.conf.get("timezone"),
+        default_queue=celery.conf.task_default_queue,
+    )
+
+
+def sync(app: Flask, *, apply: bool) -> SyncPlan:
+    """Compare QStash's schedules with the desired ones; with `apply`, make them match.
+
+    Raises:
+        QStashError: QStash could not be read or written.
+    """
+    gateway = get_gateway(app)
+    plan = beat.plan_sync(desired(app), gateway.schedules())
+    if apply:
+        for want in plan.create + plan.update:
+            gateway.upsert_schedule(
+                schedule_id=want.schedule_id,
+                destination=want.destination,
+                cron=want.cron,
+                body=want.body,
+            )
+        for schedule_id in plan.delete:
+            gateway.delete_schedule(schedule_id)
+    return plan
+
+
+def fingerprint(app: Flask) -> str:
+    """A short digest of the desired schedules: a deploy that changes them syncs at once."""
+    wanted = [(s.schedule_id, s.destination, s.cron, s.body) for s in desired(app)]
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _schedules(now: datetime, *, apply: bool) -> dict[str, Any]:
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not is_publishing(app.config):
+        return {"skipped": "QStash publishing is off"}
+    try:
+        plan = sync(app, apply=apply)
+    except QStashError as exc:
+        log.warning("QStash schedules could not be %s: %s", "synced" if apply else "read", exc)
+        app.extensions[_STATUS] = ScheduleStatus(now, error=str(exc))
+        return {"error": str(exc)}
+    status = _status_of(plan, now)
+    if apply:  # what was missing or outdated has just been written
+        status = ScheduleStatus(now, {entry: "present" for entry in status.entries})
+    app.extensions[_STATUS] = status
+    return status.to_json()
+
+
+def sync_schedules_job(now: datetime) -> dict[str, Any]:
+    """Create or update the QStash schedules (the runner runs it in one process at a time)."""
+    return _schedules(now, apply=True)
+
+
+def check_schedules_job(now: datetime) -> dict[str, Any]:
+    """Read the QStash schedules and note which exist (each process, for /api/health)."""
+    return _schedules(now, apply=False)
+
+
+def schedule_status(app: Flask) -> dict[str, Any] | None:
+    """This process's last view of the schedules (None before the first check)."""
+    found: ScheduleStatus | None = app.extensions.get(_STATUS)
+    return found.to_json() if found else None
 
 
 def init_app(app: Flask) -> None:
-    """Add the service's entries to the shim's beat schedule (after shim.init_app)."""
+    """Add the service's entries to the shim's beat schedule (after shim.init_app), and the
+    schedule jobs to the background runner."""
     schedule = get_celery(app).conf.beat_schedule
     for name, entry in BEAT_SCHEDULE.items():
         schedule.setdefault(name, dict(entry))
+    runner = background.get_runner(app)
+    runner.register(
+        "qstash-schedules",
+        SYNC_INTERVAL,
+        sync_schedules_job,
+        lease=True,
+        version=lambda: fingerprint(app),
+    )
+    runner.register("qstash-schedules-check", CHECK_INTERVAL, check_schedules_job)

@@ -20,6 +20,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy.orm import Session
 
+from flask_app import paths
 from flask_app.db import get_db
 from flask_app.qstash import gateway, publish
 from migration.backfill import (
@@ -61,8 +62,11 @@ def _progress(total: int, desc: str) -> AbstractContextManager[Any]:
 
 
 def _min_notice(app: Flask, seconds: float | None) -> timedelta:
+    """Windows opening sooner are left to cron; with no polling path running, none are."""
     if seconds is not None:
         return timedelta(seconds=seconds)
+    if not paths.has_polling_path(app.config):
+        return timedelta(0)
     configured = app.config.get("MIGRATION_MIN_NOTICE_SECONDS")
     return DEFAULT_MIN_NOTICE if configured is None else timedelta(seconds=float(configured))
 
@@ -83,7 +87,7 @@ def _is_qstash_on(app: Flask) -> bool:
     "--min-notice",
     type=click.FloatRange(0),
     default=None,
-    help="Seconds; windows opening sooner are left to cron (default 60).",
+    help="Seconds; windows opening sooner are left to cron (default 60; 0 with cron off).",
 )
 @click.option("--force", is_flag=True, help="Publish even when the QStash path is off.")
 def backfill_command(dry_run: bool, batch_size: int, min_notice: float | None, force: bool) -> None:

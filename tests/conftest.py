@@ -24,6 +24,8 @@ TABLES = (
     "task_chords",
     "task_results",
     "user_sessions",
+    "qstash_outbox",
+    "job_leases",
     "prebookings",
 )
 
@@ -114,6 +116,10 @@ def app_config(
         "CRON_SECRET": CRON_SECRET,
         "SESSION_ENCRYPTION_KEYS": fernet_key,
         "AIMHARDER_CLIENT": booking_client,
+        # The gym's background jobs stay out of other tests' way (a runner pass in them would
+        # expire prebookings whose user stored no session); their own tests turn them on.
+        "PREFLIGHT_LEAD_S": 0,
+        "GYM_CLOCK_PROBES": 0,
     } | app_overrides
 
 

@@ -15,6 +15,7 @@ from flask_app.models import Arrival
 from flask_app.observe import metrics
 from flask_app.observe.comparison import on_attempt_finished
 from tests.factories import make_prebooking, store_session
+from tests.fake_gateway import FakeGateway
 from tests.fakes import FakeClock, result
 
 NOW = datetime(2026, 11, 30, 15, 0, 0, tzinfo=UTC)
@@ -27,7 +28,7 @@ def clock():
 
 @pytest.fixture
 def app_overrides(clock):
-    return {"CLOCK": clock}
+    return {"CLOCK": clock, "QSTASH_ENABLED": True, "QSTASH_GATEWAY": FakeGateway()}
 
 
 @pytest.fixture

@@ -231,22 +231,6 @@ def dead(row, status=500, body="boom"):
     )
 
 
-def test_reconcile_dlq_hands_a_prebooking_still_in_time_back_to_cron(app, session, gateway):
-    now = datetime.now(UTC)
-    row = make_prebooking(session, available_at=now + timedelta(minutes=1), qstash_message_id="m1")
-    gateway.dlq.append(dead(row, 503, "database unavailable"))
-    with app.app_context():
-        report = dlq.reconcile_dlq(session, now)
-        assert relay.relay(session, now).published == 0  # not re-published
-    assert report.outcomes == {"handed_to_cron": 1} and report.deleted == 1
-    row = reload(session, row.id)
-    assert (row.status, row.qstash_message_id) == ("pending", None)
-    assert (
-        row.qstash_error == "dlq: QStash gave up delivering (last answer 503: database unavailable)"
-    )
-    assert gateway.dlq == []
-
-
 def test_reconcile_dlq_fails_a_prebooking_whose_window_is_long_gone(app, session, gateway):
     now = datetime.now(UTC)
     row = make_prebooking(session, available_at=now - timedelta(hours=1), qstash_message_id="m1")
@@ -256,7 +240,9 @@ def test_reconcile_dlq_fails_a_prebooking_whose_window_is_long_gone(app, session
     assert report.outcomes == {"failed": 1}
     row = reload(session, row.id)
     assert row.status == "failed"
-    assert row.error_message == "QStash gave up delivering (last answer 401: invalid signature)"
+    reason = "QStash gave up delivering (last answer 401: invalid signature)"
+    assert row.error_message == f"dead-lettered by QStash 1 time (DLQ); last: {reason}"
+    assert (row.qstash_dlq_count, row.qstash_dlq_reason) == (1, reason)
     assert gateway.dlq == []
 
 

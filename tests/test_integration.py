@@ -73,7 +73,6 @@ def test_beat_schedule_holds_the_relay_and_dlq_jobs(app):
         "relay-prebookings": "prebooking.relay",
         "reconcile-dlq": "qstash.reconcile_dlq",
         "recover-stale-claims": "prebooking.recover_stale",
-        "gym-preflight": "gym.preflight",
     }
 
 

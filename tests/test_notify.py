@@ -3,11 +3,14 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from flask_app import notify
 from flask_app.aimharder.client import BookingOutcome
 from flask_app.config import ConfigError, settings_from_env
 from flask_app.core.execution import get_executor
+from flask_app.models import OutboxEntry
+from flask_app.qstash import outbox
 from tests.factories import make_prebooking, reload, store_session
 from tests.fake_gateway import FakeGateway
 from tests.fakes import FakeClock, result
@@ -77,7 +80,11 @@ def app_overrides(clock, gateway):
 
 
 def run(app, row):
-    return get_executor(app).attempt(row.id, path="qstash")
+    """Execute the prebooking, then let the outbox send what it owes (as the runner would)."""
+    attempt = get_executor(app).attempt(row.id, path="qstash")
+    with app.app_context():
+        outbox.drain(get_executor(app).clock.now())
+    return attempt
 
 
 @pytest.mark.parametrize(
@@ -140,12 +147,33 @@ def test_a_lost_claim_or_a_retry_sends_nothing(app, session, gateway, booking_cl
     assert len(gateway.published) == 1
 
 
-def test_qstash_down_loses_the_event_never_the_booking(app, session, gateway):
+def test_qstash_down_the_outbox_retries_the_event_and_the_booking_stands(app, session, gateway):
     store_session(app, session)
     row = make_prebooking(session, available_at=NOW, notify_url=HOOK)
     gateway.down = True
     assert run(app, row).status == "completed"
     assert reload(session, row).status == "completed"
+    [entry] = session.scalars(select(OutboxEntry)).all()
+    assert (entry.action, entry.attempts) == ("notify", 1) and "unreachable" in entry.last_error
+    gateway.down = False
+    with app.app_context():
+        assert outbox.drain(entry.due_at)["notified"] == 1
+    assert [m.body["type"] for m in gateway.published] == ["prebooking.booked"]
+    assert session.scalars(select(OutboxEntry)).all() == []
+
+
+def test_the_event_is_built_and_signed_when_it_is_sent(app, session, gateway):
+    store_session(app, session)
+    row = make_prebooking(session, available_at=NOW, notify_url=HOOK)
+    gateway.down = True
+    run(app, row)
+    gateway.down = False
+    later = NOW + timedelta(minutes=3)
+    with app.app_context():
+        outbox.drain(later)
+    [msg] = gateway.published
+    signature = msg.headers[notify.SIGNATURE_HEADER]
+    assert signature.startswith(f"t={int(later.timestamp())},")  # fresh for the receiver
 
 
 # --- notify_url at create -----------------------------------------------------------------

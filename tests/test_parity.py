@@ -323,3 +323,30 @@ def test_a_year_long_window_keeps_the_chart_small():
     now = datetime(2026, 11, 30, tzinfo=UTC)
     report = compare([], [], now, now - timedelta(days=366))
     assert len(report.wins_over_time) <= 101
+
+
+@pytest.fixture
+def fallback_path():
+    """A third executing path (the dispatcher's sweep registers one like it)."""
+    from flask_app import paths
+
+    path = paths.register(paths.DeliveryPath("fallback", "the app's own sweep", color="#38a169"))
+    yield path
+    paths._registry.pop("fallback")
+
+
+def test_every_registered_path_is_compared_and_gated_not_just_cron_and_qstash(fallback_path):
+    arrivals, infos = parallel_run(8)
+    arrivals += [arrival(f"f{i}", "fallback", 300, "executed") for i in range(2)]
+    infos += [info(f"f{i}", executed_by="fallback") for i in range(2)]
+    report = compare(arrivals, infos, NOW, SINCE, Thresholds(min_cron_executions_for_rate=1))
+    assert list(report.paths) == ["cron", "fallback", "qstash", "shadow"]
+    assert report.executing == ["cron", "fallback", "qstash"]
+    assert report.executed_by == {"cron": 0, "fallback": 2, "qstash": 8, "shadow": 0}
+    assert report.qstash_win_share == 0.8
+    success = report.gates[1].checks[2]
+    assert success.name == "QStash success rate vs cron, fallback"
+    assert success.value == "100.0% vs n/a (cron n=0), 100.0% (fallback n=2)"
+    page = to_html(report)
+    assert page.count("<svg class='hist'") == 4 and "fill='#38a169'" in page
+    assert "# Parity report: cron vs fallback vs QStash" in to_markdown(report)

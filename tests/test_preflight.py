@@ -1,15 +1,20 @@
 """Pre-flight: each stored session checked once before its window; dead ones expire the
 prebookings (still bookable), the user is told, and a new session revives them."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from flask_app.aimharder.client import SessionState
+from flask_app.aimharder.gym_clock import ClockPolicy
+from flask_app.background import get_runner
 from flask_app.core import events
 from flask_app.core.execution import get_executor
-from flask_app.core.preflight import DEAD, NO_SESSION, check_sessions, take_due
-from flask_app.periodic import BEAT_SCHEDULE, gym_preflight
+from flask_app.core.preflight import DEAD, NO_SESSION, Detached, check_sessions, take_due, threads
+from flask_app.models import OutboxEntry
+from flask_app.qstash import outbox
 from tests.factories import make_prebooking, reload, store_session
 from tests.fake_gateway import FakeGateway
 from tests.fakes import FakeClock
@@ -31,7 +36,13 @@ def gateway():
 
 @pytest.fixture
 def app_overrides(clock, gateway):
-    return {"CLOCK": clock, "QSTASH_GATEWAY": gateway, "NOTIFY_SIGNING_SECRET": SECRET}
+    return {
+        "CLOCK": clock,
+        "QSTASH_GATEWAY": gateway,
+        "NOTIFY_SIGNING_SECRET": SECRET,
+        "PREFLIGHT_LEAD_S": 600,
+        "GYM_CLOCK_PROBES": 10,
+    }
 
 
 @pytest.fixture
@@ -50,6 +61,10 @@ def test_dead_session_expires_the_prebooking_and_tells_the_user(
     assert (row.status, row.error_message, row.session_checked_at) == ("session_expired", DEAD, NOW)
     [check] = booking_client.session_checks
     assert (check["box_id"], check["cookies"]) == ("10122", {"amhrdrauth": "cookie-ana"})
+    [owed] = session.scalars(select(OutboxEntry)).all()  # written with the expiry
+    assert (owed.prebooking_id, owed.action) == (due.id, "notify")
+    with app.app_context():
+        assert outbox.drain(NOW)["notified"] == 1
     [event] = gateway.published
     assert event.url == "https://ana.example/hook"
     assert event.body["type"] == "prebooking.session_expired"
@@ -145,14 +160,35 @@ def test_session_expired_prebooking_can_be_cancelled(
     assert resp.status_code == 200 and resp.json["status"] == "cancelled"
 
 
-def test_preflight_runs_every_minute_as_a_periodic_task(app, session, due, booking_client, clock):
-    assert BEAT_SCHEDULE["gym-preflight"]["task"] == "gym.preflight"
+def test_the_background_runner_runs_the_checks_and_probes_off_its_thread(
+    app, session, due, booking_client, clock
+):
     booking_client.dead_cookies = {"cookie-ana"}
     clock.current = OPENS - timedelta(seconds=60)  # within both leads
     seen = []
     with events.sessions_expired.connected_to(lambda sender, **kw: seen.append(kw), sender=app):
-        with app.app_context():
-            out = gym_preflight.apply().get()
-    assert out["sessions"]["expired"] == 1
-    assert out["clocks"] == ["sandbox"]  # its box opens within GYM_CLOCK_LEAD_S: probed
+        ran = get_runner(app).run_once(clock.current)
+        assert ran["gym-preflight"] == {"started": True}
+        assert ran["gym-clocks"] == {"started": True}
+        for detached in threads(app).values():
+            detached.join(10)
+    assert reload(session, due).status == "session_expired"
     assert seen[0]["prebooking_ids"] == [due.id]
+
+
+def test_the_jobs_say_when_they_are_disabled(app):
+    app.config["PREFLIGHT_LEAD_S"] = 0
+    app.extensions["gym_clocks"].policy = ClockPolicy(probes=0)
+    ran = get_runner(app).run_once()
+    assert ran["gym-preflight"] == ran["gym-clocks"] == {"disabled": True}
+
+
+def test_a_detached_job_runs_one_at_a_time():
+    gate = threading.Event()
+    detached = Detached("test-job")
+    assert detached.start(gate.wait)
+    assert not detached.start(gate.wait)  # the previous run is still going
+    gate.set()
+    detached.join(5)
+    assert detached.start(lambda: None)
+    detached.join(5)

@@ -27,10 +27,9 @@ API for the firing path (one instance per process, `get_gym_clocks(app)`; thread
     clocks.estimate(box)       # the current Estimate (offset, low/high, uncertainty) or None
 
 Probing ahead of windows: `flask_app.core.preflight.probe_clocks(app, now)` refreshes every box
-whose window opens within GYM_CLOCK_LEAD_S. It runs as the shim periodic task
-`gym.probe_clocks` (every minute, on the beat schedule); the background runner, where it exists,
-should call it every ~30 s in every process, since the estimate lives in the memory of the
-process that fires (refresh() is rate-limited per host, so calling it often is cheap).
+whose window opens within GYM_CLOCK_LEAD_S. The background runner runs it every 30 s in every
+process (job `gym-clocks`, in a thread of its own), since the estimate lives in the memory of
+the process that fires (refresh() is rate-limited per host, so calling it often is cheap).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from flask_app.api.auth import AuthError
-from flask_app.schemas import describe
+from flask_app.api.schemas import describe
 
 log = logging.getLogger(__name__)
 

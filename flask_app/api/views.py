@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest
 
-from flask_app import notify, paths
+from flask_app import notify, paths, periodic
 from flask_app.api.auth import require_bearer
 from flask_app.api.errors import error
+from flask_app.api.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.core import events, preflight, repository, sessions
 from flask_app.db import get_session
-from flask_app.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
+from flask_app.models import Prebooking
+from flask_app.qstash import outbox
 from flask_app.timing import SystemClock
 
 bp = Blueprint("api", __name__)
@@ -71,12 +74,21 @@ def _bad_notify_url(exc: notify.BadNotifyUrl) -> tuple[Response, int]:
     return error(422, f"notify_url: {exc}", details=[{"field": "notify_url", "problem": str(exc)}])
 
 
+def _saving(session: Session, change: str) -> repository.BeforeCommit:
+    """Announce the change inside its transaction (the QStash outbox writes what it owes)."""
+
+    def announce(row: Prebooking) -> None:
+        events.prebooking_saving.send(_app(), prebooking=row, session=session, change=change)
+
+    return announce
+
+
 @bp.post("/api/prebookings")
 def create_prebooking() -> tuple[Response, int]:
     body = PrebookingCreate.model_validate(_json_body())
     notify.check_url(body.notify_url, current_app.config)
     session = get_session()
-    row = repository.create(session, body, _clock.now())
+    row = repository.create(session, body, _clock.now(), _saving(session, "created"))
     events.prebooking_created.send(_app(), prebooking=row, session=session)
     return jsonify(repository.to_json(row)), 201
 
@@ -97,7 +109,7 @@ def get_prebooking(prebooking_id: str) -> Response:
 @bp.delete("/api/prebookings/<prebooking_id>")
 def cancel_prebooking(prebooking_id: str) -> Response:
     session = get_session()
-    row = repository.cancel(session, prebooking_id, _clock.now())
+    row = repository.cancel(session, prebooking_id, _clock.now(), _saving(session, "cancelled"))
     events.prebooking_cancelled.send(_app(), prebooking=row, session=session)
     return jsonify(repository.to_json(row))
 
@@ -146,6 +158,10 @@ def health() -> Response:
             "flags": flags,
             "configured": configured,
             "paths": {p.name: paths.coverage_of(p, cfg) for p in paths.registered()},
+            # This process's cached views (the background runner refreshes them): no QStash
+            # call and no query per health request; null until the first check.
+            "schedules": periodic.schedule_status(_app()),
+            "outbox": outbox.last_stats(_app()),
             "qstash_url": cfg["QSTASH_URL"],
             "app_base_url": cfg["APP_BASE_URL"],
         }

@@ -8,18 +8,25 @@ prebookings `session_expired` (still bookable: the claim takes them at the insta
 signal → flask_app/notify.py).
 
 Each prebooking is checked once: `session_checked_at` is set by one conditional UPDATE before
-the check, so concurrent runs (every process's background runner, the beat task) never check
+the check, so concurrent runs (the runner's job in several processes or instances) never check
 the same prebooking twice; a check that could not tell (network trouble) clears it again, so
 the next run retries.
 
 `probe_clocks` refreshes the gym clock (flask_app/aimharder/gym_clock.py) of every box whose
-window opens within GYM_CLOCK_LEAD_S. Both run every minute (`periodic.py`).
+window opens within GYM_CLOCK_LEAD_S.
+
+Both run on the background runner (`init_app`): the session check every 30 s in one process
+across every instance (a job lease), the clock probes every 30 s in EVERY process (an estimate
+lives in the memory of the process that fires). Each runs in a thread of its own, one at a
+time, so the runner's thread (the outbox, the dispatcher's sweep) never waits on AimHarder.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -28,6 +35,7 @@ from flask import Flask
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from flask_app import background
 from flask_app.aimharder.client import SessionState
 from flask_app.aimharder.gym_clock import get_gym_clocks
 from flask_app.core import events
@@ -106,8 +114,9 @@ def take_due(session: Session, now: datetime, lead: timedelta) -> list[_Due]:
     return [_Due(r.id, r.user_email, r.booking_data) for r in rows]
 
 
-def expire(session: Session, ids: list[str], reason: str, now: datetime) -> list[str]:
-    """pending → session_expired (conditional: a row claimed meanwhile is left alone)."""
+def expire(app: Flask, session: Session, ids: list[str], reason: str, now: datetime) -> list[str]:
+    """pending → session_expired (conditional: a row claimed meanwhile is left alone), and
+    what the expiry owes (the users' events) in the same transaction."""
     stmt = (
         update(Prebooking)
         .where(Prebooking.id.in_(ids), Prebooking.status.in_(sources(Event.EXPIRE)))
@@ -120,6 +129,8 @@ def expire(session: Session, ids: list[str], reason: str, now: datetime) -> list
         .execution_options(synchronize_session=False)
     )
     expired = list(session.scalars(stmt))
+    if expired:
+        events.sessions_expired.send(app, prebooking_ids=expired, session=session, now=now)
     session.commit()
     return expired
 
@@ -176,14 +187,13 @@ def check_sessions(app: Flask, now: datetime) -> PreflightReport:
         for row in due:
             by_user[row.user_email].append(row)
         for email, rows in by_user.items():
-            _check_user(session, executor, email, rows, now, report)
+            _check_user(app, session, executor, email, rows, now, report)
     report.checked, report.users = len(due), len(by_user)
-    if report.expired:
-        events.sessions_expired.send(app, prebooking_ids=report.expired, now=now)
     return report
 
 
 def _check_user(
+    app: Flask,
     session: Session,
     executor: Any,
     email: str,
@@ -200,7 +210,7 @@ def _check_user(
         log.warning("pre-flight for %s: stored session unusable: %s", email, exc)
         state, reason = SessionState.DEAD, f"stored AimHarder session is unusable: {exc}"
     if state is SessionState.DEAD:
-        report.expired += expire(session, ids, reason, now)
+        report.expired += expire(app, session, ids, reason, now)
     elif state is SessionState.UNKNOWN:
         report.unknown += len(ids)
         unmark(session, ids)
@@ -228,3 +238,75 @@ def boxes_opening(session: Session, now: datetime, lead: timedelta) -> list[str]
         )
     )
     return sorted({str(data["box"]) for data in rows if data and data.get("box")})
+
+
+# --- on the background runner -----------------------------------------------------------------
+
+SESSIONS_EVERY = timedelta(seconds=30)
+CLOCKS_EVERY = timedelta(seconds=30)
+_EXT = "gym_preflight_threads"
+
+
+class Detached:
+    """Runs a job's body in a daemon thread of its own, one run at a time."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, body: Callable[[], Any]) -> bool:
+        """Start `body` unless the previous run is still going; True if started."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            self._thread = threading.Thread(target=self._run, args=(body,), name=self.name)
+            self._thread.daemon = True
+            self._thread.start()
+            return True
+
+    def _run(self, body: Callable[[], Any]) -> None:
+        try:
+            body()
+        except Exception:  # a bad pass must not kill later ones; the next start retries
+            log.exception("%s failed", self.name)
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the current run (tests, shutdown)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+
+
+def threads(app: Flask) -> dict[str, Detached]:
+    """The app's detached job threads, by job name."""
+    found: dict[str, Detached] = app.extensions[_EXT]
+    return found
+
+
+def _sessions_job(app: Flask) -> Callable[[datetime], dict[str, Any]]:
+    def job(now: datetime) -> dict[str, Any]:
+        if int(app.config["PREFLIGHT_LEAD_S"]) <= 0:
+            return {"disabled": True}
+        started = threads(app)["gym-preflight"].start(lambda: check_sessions(app, now))
+        return {"started": started}
+
+    return job
+
+
+def _clocks_job(app: Flask) -> Callable[[datetime], dict[str, Any]]:
+    def job(now: datetime) -> dict[str, Any]:
+        if get_gym_clocks(app).policy.probes <= 0:
+            return {"disabled": True}
+        started = threads(app)["gym-clocks"].start(lambda: probe_clocks(app, now))
+        return {"started": started}
+
+    return job
+
+
+def init_app(app: Flask) -> None:
+    """Register the pre-flight session check and the clock probes on the background runner."""
+    app.extensions[_EXT] = {name: Detached(name) for name in ("gym-preflight", "gym-clocks")}
+    runner = background.get_runner(app)
+    runner.register("gym-preflight", SESSIONS_EVERY, _sessions_job(app), lease=True)
+    runner.register("gym-clocks", CLOCKS_EVERY, _clocks_job(app))

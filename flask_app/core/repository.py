@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,10 +13,10 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from flask_app.api.schemas import ListQuery, PrebookingCreate
 from flask_app.core.prebooking import Event, sources, transition
 from flask_app.core.window import Window, WindowError, resolve
 from flask_app.models import Prebooking, is_valid_id
-from flask_app.schemas import ListQuery, PrebookingCreate
 
 # A window that opened this long ago is a mistake on the caller's side, not a prebooking.
 MAX_PAST = timedelta(hours=24)
@@ -91,8 +92,19 @@ def window_of(body: PrebookingCreate, now: datetime) -> Window:
     return window
 
 
-def create(session: Session, body: PrebookingCreate, now: datetime) -> Prebooking:
-    """Insert a pending prebooking (committed).
+#: Called with the changed row inside its transaction, before the commit (see
+#: events.prebooking_saving): what it adds to the session is committed with the change.
+BeforeCommit = Callable[[Prebooking], None]
+
+
+def _nothing(_row: Prebooking) -> None:
+    return None
+
+
+def create(
+    session: Session, body: PrebookingCreate, now: datetime, before_commit: BeforeCommit = _nothing
+) -> Prebooking:
+    """Insert a pending prebooking (committed, with whatever `before_commit` added).
 
     Raises:
         BadInput: see window_of.
@@ -110,6 +122,8 @@ def create(session: Session, body: PrebookingCreate, now: datetime) -> Prebookin
         updated_at=now,
     )
     session.add(row)
+    session.flush()
+    before_commit(row)
     session.commit()
     return row
 
@@ -172,8 +186,11 @@ def get(session: Session, prebooking_id: str) -> Prebooking:
     return row
 
 
-def cancel(session: Session, prebooking_id: str, now: datetime) -> Prebooking:
-    """Cancel a pending prebooking (conditional, so a concurrent claim wins cleanly).
+def cancel(
+    session: Session, prebooking_id: str, now: datetime, before_commit: BeforeCommit = _nothing
+) -> Prebooking:
+    """Cancel a pending prebooking (conditional, so a concurrent claim wins cleanly), and
+    commit it with whatever `before_commit` added.
 
     Raises:
         NotFound: unknown id.
@@ -187,9 +204,11 @@ def cancel(session: Session, prebooking_id: str, now: datetime) -> Prebooking:
         .execution_options(synchronize_session=False)
     )
     changed = session.execute(stmt).rowcount  # type: ignore[attr-defined]
-    session.commit()
     row = get(session, prebooking_id)
     session.refresh(row)
+    if changed:
+        before_commit(row)
+    session.commit()
     if not changed:
         waiting = " or ".join(sorted(sources(Event.CANCEL)))
         raise Conflict(f"prebooking is {row.status}; only {waiting} prebookings can be cancelled")

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from flask_app.observe.parity import LATENESS_EDGES_MS
 
@@ -63,6 +63,10 @@ class Metrics:
         self.webhook_responses = Counter(
             "qstash_webhook_responses", "Responses to QStash deliveries, by HTTP status.",
             ["status"], registry=r,
+        )  # fmt: skip
+        self.outbox = Gauge(
+            "qstash_outbox_entries", "QStash calls owed (owed, retrying, gave_up).",
+            ["state"], registry=r,
         )  # fmt: skip
         self.publish_errors = Counter(
             "qstash_publish_errors", "Failed publishes to QStash, by kind.",
@@ -126,3 +130,11 @@ def publish_error(kind: str, app: Flask | None = None) -> None:
     metrics = get_metrics(app)
     if metrics is not None:
         metrics.publish_errors.labels(kind=kind).inc()
+
+
+def outbox_entries(counts: dict[str, int], app: Flask | None = None) -> None:
+    """Set the outbox gauges from its latest counts (the outbox's stats job)."""
+    metrics = get_metrics(app)
+    if metrics is not None:
+        for state, count in counts.items():
+            metrics.outbox.labels(state=state).set(count)

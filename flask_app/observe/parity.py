@@ -1,7 +1,11 @@
-"""Compare the cron and QStash paths from recorded arrivals: compare(...) -> ParityReport (pure).
+"""Compare every delivery path from recorded arrivals: compare(...) -> ParityReport (pure).
 
-Nothing here touches Flask, the database or the network; time comes in as `now`. The
-definitions of every field are in docs/parity.md and in the docstrings below.
+The paths are the registered ones (flask_app.paths) plus any name found in the arrivals, so a
+new path is compared without a change here. Roles come from the registry: the QStash path is
+the one being rolled out; a path with one message per prebooking (QStash, shadow) has
+deliveries that can go missing; the other executing paths (cron, a fallback) are what QStash
+is compared against. Nothing here touches Flask, the database or the network; time comes in
+as `now`. The definitions of every field are in docs/parity.md and in the docstrings below.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-PATHS = ("cron", "qstash", "shadow")
+from flask_app import paths as registry
+
 #: Actions after which the prebooking has its final answer from this arrival.
 EXECUTING_ACTIONS = frozenset({"executed", "confirmed", "failed"})
 #: Actions of an arrival that found nothing to do.
 IDLE_ACTIONS = frozenset({"lost_claim", "skipped"})
 SUCCESS_OUTCOMES = frozenset({"booked", "waitlisted", "already_booked"})
-#: Both QStash-side paths: a shadow delivery is a QStash delivery that was told not to execute.
-DELIVERY_PATHS = frozenset({"qstash", "shadow"})
+#: The path being rolled out, whose gates the report computes.
+CANDIDATE = registry.QSTASH
 #: Lateness histogram edges (ms), shared by the report and the Prometheus buckets.
 LATENESS_EDGES_MS = (
     -5000.0,
@@ -189,7 +194,9 @@ class ParityReport:
     generated_at: datetime
     since: datetime
     thresholds: Thresholds
-    paths: dict[str, PathStats]
+    paths: dict[str, PathStats]  # every compared path, in column order
+    executing: list[str]  # the paths whose arrivals execute (the others only observe)
+    incumbents: list[str]  # executing paths QStash is compared against (cron, a fallback)
     prebookings_due: int
     executed_by: dict[str, int]
     qstash_win_share: float | None
@@ -286,34 +293,62 @@ def compare(
     by_prebooking: dict[str, list[ArrivalRecord]] = defaultdict(list)
     for arrival in seen:
         by_prebooking[arrival.prebooking_id].append(arrival)
+    roles = Roles.of(CANDIDATE, (a.path for a in seen))
     winners = _winners(by_prebooking, infos)
-    paths = {path: _path_stats(path, seen, by_prebooking, winners) for path in PATHS}
-    missing = _missing_deliveries(due, by_prebooking, now, limits.delivery_grace)
-    beatable, leads = _cron_beatable(by_prebooking)
-    executed = _executed_by(seen)
-    share = _share(executed.get("qstash", 0), executed.get("qstash", 0) + executed.get("cron", 0))
+    paths = {path: _path_stats(path, seen, by_prebooking, winners) for path in roles.columns}
+    missing = _missing_deliveries(due, by_prebooking, now, limits.delivery_grace, roles)
+    beatable, leads = _cron_beatable(by_prebooking, roles)
+    executed = _executed_by(seen, roles)
+    share = _share(executed[CANDIDATE], sum(executed[p] for p in roles.executing))
     dlq = sorted(p.id for p in due if is_dlq_failure(p))
-    gates = _gates(paths, len(missing), len(dlq), share, limits)
+    gates = _gates(paths, len(missing), len(dlq), share, limits, roles)
     bucket = _bucket_size(now - since)
+    covered = roles.incumbents
     return ParityReport(
         generated_at=now,
         since=since,
         thresholds=limits,
         paths=paths,
+        executing=roles.executing,
+        incumbents=roles.incumbents,
         prebookings_due=len(due),
         executed_by=executed,
         qstash_win_share=share,
         missing_deliveries=missing,
-        missing_covered_by_cron=[i for i in missing if infos[i].executed_by == "cron"],
+        missing_covered_by_cron=[i for i in missing if infos[i].executed_by in covered],
         cron_beatable=beatable,
         cron_beatable_lead_ms=percentiles(leads),
         dlq_entries=dlq,
         gates=gates,
         verdict=_verdict(gates),
         bucket=bucket,
-        wins_over_time=_wins_over_time(seen, since, now, bucket),
+        wins_over_time=_wins_over_time(seen, since, now, bucket, roles),
         prebookings=_rows(infos, by_prebooking, due),
     )
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which compared path plays which part, from the registry (unregistered names execute)."""
+
+    candidate: str
+    columns: list[str]  # incumbents, then the candidate's side, then observers
+    executing: list[str]
+    incumbents: list[str]
+    deliveries: frozenset[str]  # one message per prebooking: their arrivals can go missing
+
+    @classmethod
+    def of(cls, candidate: str, seen: Iterable[str]) -> Roles:
+        """The registered paths and every name seen, each in its part."""
+        known = registry.known([candidate, *seen])
+        ordered = sorted(known, key=lambda p: (not p.executes, p.per_message, p.name))
+        return cls(
+            candidate=candidate,
+            columns=[p.name for p in ordered],
+            executing=[p.name for p in ordered if p.executes],
+            incumbents=[p.name for p in ordered if p.executes and not p.per_message],
+            deliveries=frozenset(p.name for p in ordered if p.per_message),
+        )
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -324,8 +359,8 @@ def _is_execution(arrival: ArrivalRecord) -> bool:
     return arrival.won and arrival.action in EXECUTING_ACTIONS
 
 
-def _executed_by(seen: Sequence[ArrivalRecord]) -> dict[str, int]:
-    counts = {path: 0 for path in PATHS}
+def _executed_by(seen: Sequence[ArrivalRecord], roles: Roles) -> dict[str, int]:
+    counts = {path: 0 for path in roles.columns}
     for arrival in seen:
         if _is_execution(arrival):
             counts[arrival.path] = counts.get(arrival.path, 0) + 1
@@ -428,29 +463,32 @@ def _missing_deliveries(
     by_prebooking: dict[str, list[ArrivalRecord]],
     now: datetime,
     grace: timedelta,
+    roles: Roles,
 ) -> list[str]:
-    """Published prebookings (not cancelled) past the grace with no QStash or shadow arrival."""
+    """Published prebookings (not cancelled) past the grace with no arrival of a path that
+    delivers one message per prebooking (QStash, shadow)."""
     return sorted(
         p.id
         for p in due
         if p.qstash_message_id
         and p.status != "cancelled"
         and p.available_at + grace <= now
-        and not any(a.path in DELIVERY_PATHS for a in by_prebooking.get(p.id, []))
+        and not any(a.path in roles.deliveries for a in by_prebooking.get(p.id, []))
     )
 
 
 def _cron_beatable(
-    by_prebooking: dict[str, list[ArrivalRecord]],
+    by_prebooking: dict[str, list[ArrivalRecord]], roles: Roles
 ) -> tuple[list[str], list[float]]:
-    """Cron-executed prebookings whose first QStash/shadow arrival came before cron's winning one.
+    """Prebookings executed by another path (cron, ...) whose first QStash/shadow arrival came
+    before that path's winning one.
 
     Returns the ids and, for each, the lead in ms (how much earlier QStash was there).
     """
     ids, leads = [], []
     for prebooking_id, group in by_prebooking.items():
-        won = next((a for a in group if a.path == "cron" and _is_execution(a)), None)
-        delivery = next((a for a in group if a.path in DELIVERY_PATHS), None)
+        won = next((a for a in group if a.path in roles.incumbents and _is_execution(a)), None)
+        delivery = next((a for a in group if a.path in roles.deliveries), None)
         if won is not None and delivery is not None and delivery.arrived_at < won.arrived_at:
             ids.append(prebooking_id)
             leads.append((won.arrived_at - delivery.arrived_at) / timedelta(milliseconds=1))
@@ -463,22 +501,25 @@ def _gates(
     dlq: int,
     share: float | None,
     limits: Thresholds,
+    roles: Roles,
 ) -> list[Gate]:
     return [
-        _shadow_gate(paths, missing, dlq, limits),
-        _qstash_gate(paths, missing, dlq, share, limits),
+        _shadow_gate(paths, missing, dlq, limits, roles),
+        _qstash_gate(paths, missing, dlq, share, limits, roles),
     ]
 
 
-def _delivery_sample(paths: dict[str, PathStats]) -> tuple[int, float | None]:
+def _delivery_sample(paths: dict[str, PathStats], roles: Roles) -> tuple[int, float | None]:
     """Deliveries (first per prebooking, qstash or shadow) and the worse of their p99s."""
-    stats = [paths["qstash"].arrival_lateness, paths["shadow"].arrival_lateness]
+    stats = [paths[p].arrival_lateness for p in roles.columns if p in roles.deliveries]
     p99s = [s.p99 for s in stats if s.p99 is not None]
     return sum(s.count for s in stats), max(p99s) if p99s else None
 
 
-def _shadow_gate(paths: dict[str, PathStats], missing: int, dlq: int, limits: Thresholds) -> Gate:
-    count, p99 = _delivery_sample(paths)
+def _shadow_gate(
+    paths: dict[str, PathStats], missing: int, dlq: int, limits: Thresholds, roles: Roles
+) -> Gate:
+    count, p99 = _delivery_sample(paths, roles)
     return Gate(
         "shadow -> parallel",
         [
@@ -494,10 +535,16 @@ def _shadow_gate(paths: dict[str, PathStats], missing: int, dlq: int, limits: Th
 
 
 def _qstash_gate(
-    paths: dict[str, PathStats], missing: int, dlq: int, share: float | None, limits: Thresholds
+    paths: dict[str, PathStats],
+    missing: int,
+    dlq: int,
+    share: float | None,
+    limits: Thresholds,
+    roles: Roles,
 ) -> Gate:
-    qstash, cron = paths["qstash"], paths["cron"]
-    samples = qstash.executions + cron.executions
+    qstash = paths[roles.candidate]
+    others = [paths[p] for p in roles.incumbents]
+    samples = sum(paths[p].executions for p in roles.executing)
     fire_p99 = qstash.fire_lateness.p99
     return Gate(
         "parallel -> qstash-only",
@@ -507,7 +554,7 @@ def _qstash_gate(
             Check("QStash share of executions",
                   share is not None and share >= limits.min_qstash_win_share,
                   _pct(share), f">= {_pct(limits.min_qstash_win_share)}"),
-            _success_check(qstash, cron, limits),
+            _success_check(qstash, others, limits),
             Check("QStash fire p99 lateness", fire_p99 is not None
                   and fire_p99 <= limits.max_qstash_fire_p99_lateness_ms,
                   _ms(fire_p99), f"<= {_ms(limits.max_qstash_fire_p99_lateness_ms)}"),
@@ -517,19 +564,25 @@ def _qstash_gate(
     )  # fmt: skip
 
 
-def _success_check(qstash: PathStats, cron: PathStats, limits: Thresholds) -> Check:
-    """QStash books as often as cron (within the tolerance), once cron has enough samples."""
-    value = f"{_pct(qstash.success_rate)} vs {_pct(cron.success_rate)} (cron n={cron.executions})"
+def _success_check(qstash: PathStats, others: Sequence[PathStats], limits: Thresholds) -> Check:
+    """QStash books as often as each other executing path (within the tolerance), once that
+    path has enough samples."""
+    names = ", ".join(o.path for o in others) or "the other paths"
+    rates = ", ".join(f"{_pct(o.success_rate)} ({o.path} n={o.executions})" for o in others)
+    value = f"{_pct(qstash.success_rate)} vs {rates or 'n/a'}"
     threshold = (
-        f">= cron's - {limits.success_rate_tolerance * 100:g} pts "
-        f"(cron n >= {limits.min_cron_executions_for_rate})"
+        f">= {names}'s - {limits.success_rate_tolerance * 100:g} pts "
+        f"({names} n >= {limits.min_cron_executions_for_rate})"
     )
+    name = f"QStash success rate vs {names}"
     if qstash.success_rate is None:
-        return Check("QStash success rate vs cron", False, value, threshold)
-    if cron.success_rate is None or cron.executions < limits.min_cron_executions_for_rate:
-        return Check("QStash success rate vs cron", True, value, threshold)
-    passed = qstash.success_rate >= cron.success_rate - limits.success_rate_tolerance
-    return Check("QStash success rate vs cron", passed, value, threshold)
+        return Check(name, False, value, threshold)
+    passed = all(
+        qstash.success_rate >= o.success_rate - limits.success_rate_tolerance
+        for o in others
+        if o.success_rate is not None and o.executions >= limits.min_cron_executions_for_rate
+    )
+    return Check(name, passed, value, threshold)
 
 
 def _missing_check(missing: int, limits: Thresholds) -> Check:
@@ -582,16 +635,17 @@ def _floor(at: datetime, width: timedelta) -> datetime:
 
 
 def _wins_over_time(
-    seen: Sequence[ArrivalRecord], since: datetime, now: datetime, width: timedelta
+    seen: Sequence[ArrivalRecord], since: datetime, now: datetime, width: timedelta, roles: Roles
 ) -> list[WinBucket]:
     buckets: dict[datetime, dict[str, int]] = {}
     start = _floor(since, width)
     while start <= now:
-        buckets[start] = {path: 0 for path in ("cron", "qstash")}
+        buckets[start] = dict.fromkeys(roles.executing, 0)
         start += width
     for arrival in seen:
         if _is_execution(arrival):
-            wins = buckets.setdefault(_floor(arrival.arrived_at, width), {"cron": 0, "qstash": 0})
+            at = _floor(arrival.arrived_at, width)
+            wins = buckets.setdefault(at, dict.fromkeys(roles.executing, 0))
             wins[arrival.path] = wins.get(arrival.path, 0) + 1
     return [WinBucket(at, wins) for at, wins in sorted(buckets.items())]
 

@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from flask_app.observe import comparison, parity, parity_render
 
-parity_cli = AppGroup("parity", help="Compare the cron and QStash paths.")
+parity_cli = AppGroup("parity", help="Compare the delivery paths (cron, QStash, ...).")
 _RENDERERS = {"md": parity_render.to_markdown, "html": parity_render.to_html}
 
 

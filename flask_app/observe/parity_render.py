@@ -11,11 +11,20 @@ from datetime import datetime, timedelta
 from html import escape
 from typing import Any
 
-from flask_app.observe.parity import LATENESS_EDGES_MS, PATHS, ParityReport, PathStats, Percentiles
+from flask_app import paths as registry
+from flask_app.observe.parity import LATENESS_EDGES_MS, ParityReport, PathStats, Percentiles
 
 #: Rows of the per-prebooking table in the Markdown and HTML reports (JSON has them all).
 TABLE_ROWS = 50
-COLORS = {"cron": "#d9822b", "qstash": "#2b6cb0", "shadow": "#805ad5"}
+
+
+def _title(report: ParityReport) -> str:
+    """Every path QStash is compared against, then QStash ("cron vs QStash" for two paths)."""
+    return " vs ".join([*report.incumbents, "QStash"])
+
+
+def _color(path: str) -> str:
+    return registry.get(path).color
 
 
 def to_data(report: ParityReport) -> dict[str, Any]:
@@ -49,7 +58,7 @@ def _jsonable(value: Any) -> Any:
 def to_markdown(report: ParityReport) -> str:
     """The report as a Markdown document (tables, verdict, thresholds)."""
     lines = [
-        "# Parity report: cron vs QStash",
+        f"# Parity report: {_title(report)}",
         "",
         f"Window: {_at(report.since)} to {_at(report.generated_at)} · "
         f"prebookings due: {report.prebookings_due}",
@@ -58,7 +67,7 @@ def to_markdown(report: ParityReport) -> str:
         "",
         "## Per path",
         "",
-        *_md_table(["metric", *PATHS], _path_rows(report)),
+        *_md_table(["metric", *report.paths], _path_rows(report)),
         "",
         "## Aggregate",
         "",
@@ -72,10 +81,7 @@ def to_markdown(report: ParityReport) -> str:
         rows = [[c.name, c.value, c.threshold, "pass" if c.passed else "FAIL"] for c in gate.checks]
         lines += [*_md_table(["check", "value", "threshold", "result"], rows), ""]
     lines += [f"## Latest prebookings (up to {TABLE_ROWS})", ""]
-    lines += _md_table(
-        ["prebooking", "available at", "status", "executed by", "outcome", "first", *PATHS],
-        _prebooking_rows(report),
-    )
+    lines += _md_table(_prebooking_header(report), _prebooking_rows(report))
     return "\n".join(lines) + "\n"
 
 
@@ -88,7 +94,7 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _path_rows(report: ParityReport) -> list[list[str]]:
     def row(label: str, pick: Any) -> list[str]:
-        return [label, *(pick(report.paths[p]) for p in PATHS)]
+        return [label, *(pick(stats) for stats in report.paths.values())]
 
     rows = [
         row("arrivals", lambda s: str(s.arrivals)),
@@ -113,20 +119,26 @@ def _path_rows(report: ParityReport) -> list[list[str]]:
 
 def _aggregate_rows(report: ParityReport) -> list[list[str]]:
     lead = report.cron_beatable_lead_ms
+    others = "/".join(report.incumbents) or "other paths"
     return [
-        ["executions by cron / qstash", _executed(report)],
+        [f"executions by {' / '.join(report.executing)}", _executed(report)],
         ["QStash share of executions", _pct(report.qstash_win_share)],
         ["QStash deliveries that never came", str(len(report.missing_deliveries))],
-        ["… of which cron had to execute", str(len(report.missing_covered_by_cron))],
-        ["cron executions QStash would have beaten", str(len(report.cron_beatable))],
-        ["… QStash lead over cron p50 / max", f"{_ms(lead.p50)} / {_ms(lead.max)}"],
+        [f"… of which {others} had to execute", str(len(report.missing_covered_by_cron))],
+        [f"{others} executions QStash would have beaten", str(len(report.cron_beatable))],
+        [f"… QStash lead over {others} p50 / max", f"{_ms(lead.p50)} / {_ms(lead.max)}"],
         ["DLQ entries", str(len(report.dlq_entries))],
         ["delivery grace (for 'never came')", f"{report.thresholds.delivery_grace}"],
     ]
 
 
 def _executed(report: ParityReport) -> str:
-    return f"{report.executed_by.get('cron', 0)} / {report.executed_by.get('qstash', 0)}"
+    return " / ".join(str(report.executed_by.get(path, 0)) for path in report.executing)
+
+
+def _prebooking_header(report: ParityReport) -> list[str]:
+    fixed = ["prebooking", "available at", "status", "executed by", "outcome", "first"]
+    return [*fixed, *report.paths]
 
 
 def _prebooking_rows(report: ParityReport) -> list[list[str]]:
@@ -138,7 +150,10 @@ def _prebooking_rows(report: ParityReport) -> list[list[str]]:
             r.executed_by or "-",
             r.outcome or "-",
             r.first_path or "-",
-            *(_ms(r.first_lateness_ms.get(p)) if p in r.first_lateness_ms else "-" for p in PATHS),
+            *(
+                _ms(r.first_lateness_ms.get(p)) if p in r.first_lateness_ms else "-"
+                for p in report.paths
+            ),
         ]
         for r in report.prebookings[:TABLE_ROWS]
     ]
@@ -192,9 +207,9 @@ def to_html(report: ParityReport) -> str:
     ready = report.verdict.startswith("READY")
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>Parity: cron vs QStash</title>",
+        f"<title>Parity: {escape(_title(report))}</title>",
         f"<style>{_CSS}</style></head><body><main>",
-        "<h1>Parity: cron vs QStash</h1>",
+        f"<h1>Parity: {escape(_title(report))}</h1>",
         f"<p class='sub'>{escape(_at(report.since))} → {escape(_at(report.generated_at))} · "
         f"{report.prebookings_due} prebookings due in the window</p>",
         f"<div class='verdict {'ready' if ready else 'notready'}' id='verdict'>"
@@ -206,24 +221,22 @@ def to_html(report: ParityReport) -> str:
         "is before the opening, where QStash deliveries belong: they arrive early and wait for "
         "the instant. Cron ticks once a minute, so its arrivals spread up to 60 s late.</p>",
         "<div class='grid2'>",
-        *(_histogram_panel(report.paths[p]) for p in PATHS),
+        *(_histogram_panel(stats) for stats in report.paths.values()),
         _percentile_panel(report),
         "</div>",
         "<h2>Executions over time</h2>",
         "<p class='sub'>Who executed the prebookings, per time bucket. In the parallel phase "
-        "QStash should take nearly all of them; orange bars are prebookings cron had to do.</p>",
+        "QStash should take nearly all of them; the other bars are prebookings "
+        f"{escape('/'.join(report.incumbents) or 'another path')} had to do.</p>",
         f"<div class='panel'>{_wins_svg(report)}</div>",
         "<h2>Gates for the next rollout phase</h2>",
         *(_gate_table(gate) for gate in report.gates),
         "<h2>Per path</h2>",
-        _html_table(["metric", *PATHS], _path_rows(report)),
+        _html_table(["metric", *report.paths], _path_rows(report)),
         "<h2>Aggregate</h2>",
         _html_table(["metric", "value"], _aggregate_rows(report)),
         f"<h2>Latest prebookings (up to {TABLE_ROWS})</h2>",
-        _html_table(
-            ["prebooking", "available at", "status", "executed by", "outcome", "first", *PATHS],
-            _prebooking_rows(report),
-        ),
+        _html_table(_prebooking_header(report), _prebooking_rows(report)),
         "</main></body></html>",
     ]
     return "\n".join(parts)
@@ -231,11 +244,14 @@ def to_html(report: ParityReport) -> str:
 
 def _cards(report: ParityReport) -> str:
     figures = [
-        ("executions cron / qstash", _executed(report)),
+        (f"executions {' / '.join(report.executing)}", _executed(report)),
         ("QStash share", _pct(report.qstash_win_share)),
-        ("QStash p99 arrival", _ms(report.paths["qstash"].arrival_lateness.p99)),
+        ("QStash p99 arrival", _ms(_candidate(report).arrival_lateness.p99)),
         ("deliveries that never came", str(len(report.missing_deliveries))),
-        ("cron wins QStash would beat", str(len(report.cron_beatable))),
+        (
+            f"{'/'.join(report.incumbents) or 'other'} wins QStash would beat",
+            str(len(report.cron_beatable)),
+        ),
         ("DLQ entries", str(len(report.dlq_entries))),
     ]
     cards = "".join(
@@ -244,6 +260,10 @@ def _cards(report: ParityReport) -> str:
         for label, v in figures
     )
     return f"<div class='cards'>{cards}</div>"
+
+
+def _candidate(report: ParityReport) -> PathStats:
+    return report.paths[registry.QSTASH]
 
 
 def _html_table(header: list[str], rows: list[list[str]]) -> str:
@@ -280,7 +300,7 @@ def _short(ms: float) -> str:
 
 
 def _histogram_panel(stats: PathStats) -> str:
-    color = COLORS[stats.path]
+    color = _color(stats.path)
     summary = _summary(stats.arrival_lateness)
     return (
         f"<div class='panel'><b><span class='key' style='background:{color};margin-left:0'></span>"
@@ -345,8 +365,7 @@ def _axis(x1: float, x2: float, y: float) -> str:
 
 def _percentile_panel(report: ParityReport) -> str:
     rows = []
-    for path in PATHS:
-        s = report.paths[path]
+    for path, s in report.paths.items():
         rows.append(
             [path, str(s.arrival_lateness.count), _ms(s.arrival_lateness.p50),
              _ms(s.arrival_lateness.p95), _ms(s.arrival_lateness.p99), _ms(s.fire_lateness.p99)]
@@ -359,27 +378,27 @@ def _wins_svg(report: ParityReport) -> str:
     buckets = report.wins_over_time
     width, height, left, bottom, top = 1120, 260, 44, 46, 24
     plot_w, plot_h = width - left - 10, height - bottom - top
-    peak = max((b.wins.get("cron", 0) + b.wins.get("qstash", 0) for b in buckets), default=0) or 1
+    peak = max((sum(b.wins.values()) for b in buckets), default=0) or 1
     bar_w = plot_w / max(len(buckets), 1)
     out = [
         f"<svg id='wins' width='{width}' height='{height}' viewBox='0 0 {width} {height}' "
         "role='img' aria-label='executions per path over time'>",
         f"<text x='{left}' y='14' font-size='12' fill='#2d3748'>executions per "
         f"{escape(_width(report.bucket))}</text>",
-        _legend(width - 200, 14),
+        _legend(width - 90 * len(report.executing) - 20, 14, report.executing),
     ]
     step = max(1, len(buckets) // 8)
     for i, bucket in enumerate(buckets):
         x = left + i * bar_w
         base = float(top + plot_h)
-        for path in ("qstash", "cron"):
+        for path in reversed(report.executing):  # QStash at the bottom, as it should win
             n = bucket.wins.get(path, 0)
             if n:
                 h = plot_h * n / peak
                 base -= h
                 out.append(
                     f"<rect class='win' data-path='{path}' x='{x + 0.5:.1f}' y='{base:.1f}' "
-                    f"width='{max(bar_w - 1, 1):.1f}' height='{h:.1f}' fill='{COLORS[path]}'>"
+                    f"width='{max(bar_w - 1, 1):.1f}' height='{h:.1f}' fill='{_color(path)}'>"
                     f"<title>{path}: {n}</title></rect>"
                 )
         if i % step == 0:
@@ -396,11 +415,11 @@ def _wins_svg(report: ParityReport) -> str:
     return "".join(out)
 
 
-def _legend(x: int, y: int) -> str:
+def _legend(x: int, y: int, names: list[str]) -> str:
     items = []
-    for i, path in enumerate(("cron", "qstash")):
+    for i, path in enumerate(names):
         items.append(
-            f"<rect x='{x + i * 90}' y='{y - 10}' width='11' height='11' fill='{COLORS[path]}'/>"
+            f"<rect x='{x + i * 90}' y='{y - 10}' width='11' height='11' fill='{_color(path)}'/>"
             f"<text x='{x + i * 90 + 16}' y='{y}' font-size='12' fill='#2d3748'>{path}</text>"
         )
     return "".join(items)

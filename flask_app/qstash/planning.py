@@ -19,7 +19,7 @@ class Skip(StrEnum):
     """Why a prebooking gets no QStash message (now)."""
 
     NOT_IN_ROLLOUT = "not_in_rollout"  # the user's hash is outside QSTASH_ROLLOUT_PERCENT
-    DUE = "due"  # the window opens too soon for a message to help: cron covers it
+    DUE = "due"  # opens within the given min_notice: left to a polling path (cron)
     BEYOND_MAX_DELAY = "beyond_max_delay"  # too far ahead for QStash: published later (relay)
     NOT_PENDING = "not_pending"
     ALREADY_PUBLISHED = "already_published"
@@ -85,10 +85,11 @@ def plan_publish(
 
     The message is due `policy.lead_for(crowd_rank)` before the window opens (`crowd_rank`:
     how many prebookings opening at the same instant were created before this one); the
-    webhook then waits with a precise timer. `min_notice`: windows opening sooner than this
-    are left to cron.
+    webhook then waits with a precise timer. A window already open, or opening within the
+    lead, gets a message due at once (no delay). `min_notice` (backfill, while cron runs):
+    windows opening sooner than this are left to cron.
     """
-    if available_at - now < min_notice:
+    if min_notice > timedelta(0) and available_at - now < min_notice:
         return Skip.DUE
     lead = policy.lead_for(crowd_rank)
     deliver_at = available_at - lead

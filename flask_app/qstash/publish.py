@@ -1,7 +1,8 @@
-"""Publishing to QStash: one delayed message per prebooking on create, cancelled on cancel.
+"""Publishing to QStash: the publish policy, and one delayed message per prebooking.
 
 A prebooking gets one delayed message, due `QSTASH_LEAD_SECONDS` before its window opens (a
-crowd opening at the same instant is spread by its FIFO rank: `crowd_ranks`).
+crowd opening at the same instant is spread by its FIFO rank: `crowd_ranks`). The create and
+cancel go through the outbox (outbox.py); the relay and the backfill publish with these too.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from flask_app.core import events
-from flask_app.core.execution import get_executor
 from flask_app.core.prebooking import PrebookingStatus
 from flask_app.models import Prebooking
 from flask_app.observe import metrics
-from flask_app.qstash.gateway import Gateway, Message, QStashError, QStashUnavailable, get_gateway
+from flask_app.qstash.gateway import Gateway, Message, QStashError, QStashUnavailable
 from flask_app.qstash.planning import PublishPolicy, Skip, plan_row
 
 log = logging.getLogger(__name__)
@@ -101,6 +99,44 @@ def crowd_ranks(session: Session, rows: Iterable[tuple[str, datetime]]) -> dict[
     return {row.id: int(row.rank) for row in found}
 
 
+def plan_rows(
+    session: Session, rows: Sequence[Prebooking], now: datetime, config: Mapping[str, Any]
+) -> tuple[list[tuple[Prebooking, Message]], list[tuple[Prebooking, Skip]]]:
+    """Each row's message, or why it gets none now (crowd ranks taken in one query)."""
+    planned: list[tuple[Prebooking, Message]] = []
+    skipped: list[tuple[Prebooking, Skip]] = []
+    ranks = crowd_ranks(session, ((row.id, row.available_at) for row in rows))
+    for row in rows:
+        plan = plan_for(row, now, config, ranks.get(row.id, 0))
+        if isinstance(plan, Skip):
+            skipped.append((row, plan))
+        else:
+            planned.append((row, plan))
+    return planned, skipped
+
+
+def send(planned: Sequence[tuple[Prebooking, Message]], gateway: Gateway) -> QStashError | None:
+    """Publish the planned messages in one batch; store each id, or the error on every row.
+
+    Returns the error (None on success); never raises for QStash trouble.
+    """
+    if not planned:
+        return None
+    try:
+        answers = gateway.batch([msg for _, msg in planned])
+    except QStashError as exc:
+        log.warning("publishing %d prebooking(s) to QStash failed: %s", len(planned), exc)
+        kind = "unavailable" if isinstance(exc, QStashUnavailable) else "rejected"
+        metrics.publish_error(kind)
+        for row, _ in planned:
+            row.qstash_error = f"publish: {exc}"[:2000]
+        return exc
+    for (row, _), answer in zip(planned, answers, strict=True):
+        row.qstash_message_id = answer.message_id
+        row.qstash_error = None
+    return None
+
+
 def publish_rows(
     session: Session,
     rows: Sequence[Prebooking],
@@ -110,65 +146,14 @@ def publish_rows(
 ) -> RelayReport:
     """Publish every row that needs a message now, in one batch; store ids or the error.
 
-    Never raises for QStash trouble: the error is stored, and the relay or cron covers it.
+    Never raises for QStash trouble: the error is stored, and the outbox or the relay retries.
     """
     report = RelayReport()
-    planned: list[tuple[Prebooking, Message]] = []
-    ranks = crowd_ranks(session, ((row.id, row.available_at) for row in rows))
-    for row in rows:
-        plan = plan_for(row, now, config, ranks.get(row.id, 0))
-        if isinstance(plan, Skip):
-            report.skipped[plan.value] += 1
-        else:
-            planned.append((row, plan))
+    planned, skipped = plan_rows(session, rows, now, config)
+    report.skipped.update(skip.value for _, skip in skipped)
     if planned:
-        _send(planned, gateway, report)
+        failed = send(planned, gateway)
+        report.errors += len(planned) if failed else 0
+        report.published += 0 if failed else len(planned)
         session.commit()
     return report
-
-
-def _send(planned: list[tuple[Prebooking, Message]], gateway: Gateway, report: RelayReport) -> None:
-    try:
-        answers = gateway.batch([msg for _, msg in planned])
-    except QStashError as exc:
-        log.warning("publishing %d prebooking(s) to QStash failed: %s", len(planned), exc)
-        kind = "unavailable" if isinstance(exc, QStashUnavailable) else "rejected"
-        metrics.publish_error(kind)
-        for row, _ in planned:
-            row.qstash_error = f"publish: {exc}"[:2000]
-        report.errors += len(planned)
-        return
-    for (row, _), answer in zip(planned, answers, strict=True):
-        row.qstash_message_id = answer.message_id
-        row.qstash_error = None
-    report.published += len(planned)
-
-
-def _on_created(app: Flask, prebooking: Prebooking, session: Session, **_: Any) -> None:
-    """Publish the new prebooking's message before the API answers (201 shows its id)."""
-    if not is_publishing(app.config):
-        return
-    now = get_executor(app).clock.now()
-    try:
-        publish_rows(session, [prebooking], now, get_gateway(app), app.config)
-    except Exception:  # the prebooking is saved; the relay or the cron path covers it
-        log.exception("publishing prebooking %s failed unexpectedly", prebooking.id)
-        session.rollback()
-
-
-def _on_cancelled(app: Flask, prebooking: Prebooking, session: Session, **_: Any) -> None:
-    """Cancel the message; if that fails, a late delivery finds it cancelled and books nothing."""
-    if not prebooking.qstash_message_id:
-        return
-    try:
-        gone = get_gateway(app).cancel(prebooking.qstash_message_id)
-    except QStashError as exc:
-        log.warning("could not cancel QStash message of prebooking %s: %s", prebooking.id, exc)
-        return
-    log.info("QStash message of prebooking %s cancelled=%s", prebooking.id, gone)
-
-
-def init_app(app: Flask) -> None:
-    """Connect the API's signals to the QStash path (module-level receivers: no weak-ref loss)."""
-    events.prebooking_created.connect(_on_created, sender=app)
-    events.prebooking_cancelled.connect(_on_cancelled, sender=app)

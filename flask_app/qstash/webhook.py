@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from flask_app import paths
 from flask_app.api.errors import error
+from flask_app.api.schemas import describe
 from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.core.prebooking import Event, sources
 from flask_app.db import get_db
@@ -32,7 +33,6 @@ from flask_app.observe import metrics
 from flask_app.qstash import signature
 from flask_app.qstash.planning import EXECUTE_PATH
 from flask_app.qstash.publish import twins_of
-from flask_app.schemas import describe
 
 log = logging.getLogger(__name__)
 

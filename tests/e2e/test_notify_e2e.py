@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from flask_app.qstash import outbox
 from tests.e2e.test_qstash_path import AUTH, DAY, store_cookies, wait_for_status
 from tests.factories import BOX_ID, booking_data
 
@@ -91,6 +92,8 @@ def test_a_booking_is_announced_to_the_receiver_which_verifies_it(live_app, sand
     created = client.post("/api/prebookings", json=body, headers=AUTH)
     assert created.status_code == 201, created.json
     wait_for_status(client, created.json["id"], {"completed"})
+    with live_app.app_context():  # what every process's background runner does each second
+        assert outbox.drain(datetime.now(UTC))["notified"] == 1
     wait_for(received, 1)
     [(headers, raw)] = received
     verify = documented_verifier()

@@ -135,29 +135,6 @@ def test_beyond_max_delay_is_published_by_the_relay_when_in_range(live_app, qsta
     assert message.not_before == int(opens.timestamp() - 1) * 1000
 
 
-class TestDeadLetters:
-    @pytest.fixture
-    def qstash_keys(self):
-        # qstash_dev signs with keys the app does not know: every delivery gets 401.
-        return {"current_signing_key": "sig_" + "a" * 28, "next_signing_key": "sig_" + "b" * 28}
-
-    def test_rejected_deliveries_die_in_the_dlq_and_reconcile_hands_them_to_cron(
-        self, live_app, qstash_server
-    ):
-        client = live_app.test_client()
-        opens = datetime.now(UTC) + timedelta(seconds=30)
-        live_app.config["QSTASH_LEAD_SECONDS"] = 30.0  # due now
-        created = create(client, opens)
-        assert qstash_server.wait_idle(timeout=15)
-        dlq = sdk(qstash_server).dlq.list().messages
-        assert [m.response_status for m in dlq] == [401]
-        result = live_app.test_cli_runner().invoke(args=["qstash", "reconcile-dlq"])
-        assert result.exit_code == 0 and '"handed_to_cron": 1' in result.output
-        assert sdk(qstash_server).dlq.list().messages == []
-        row = client.get(f"/api/prebookings/{created['id']}", headers=AUTH).json
-        assert (row["status"], row["qstash_message_id"]) == ("pending", None)
-
-
 class TestKeyRotation:
     @pytest.fixture
     def qstash_keys(self):

@@ -2,10 +2,12 @@
 
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_app import create_app
+from tests.fake_gateway import FakeGateway
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -31,6 +33,12 @@ field_values = {
     | json_values,
 }
 bodies = st.fixed_dictionaries({}, optional=field_values) | json_values
+
+
+@pytest.fixture
+def app_overrides():
+    return {"QSTASH_ENABLED": True, "QSTASH_GATEWAY": FakeGateway()}
+
 
 SETTINGS = settings(
     max_examples=150,

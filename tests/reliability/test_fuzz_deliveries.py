@@ -15,8 +15,6 @@ from hypothesis import strategies as st
 
 from flask_app.qstash.planning import EXECUTE_PATH
 from qstash_dev import signing
-from tests.conftest import CRON_SECRET
-from tests.reliability.stack import CRON_URL
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
 json_values = st.recursive(
@@ -91,24 +89,6 @@ def test_signed_task_deliveries_never_answer_5xx(app, client, name, raw):
         return
     resp = client.post(path, data=raw, headers=signed(app, path, raw))
     assert resp.status_code < 500, (name, raw, resp.get_data(as_text=True)[:300])
-
-
-@SETTINGS
-@given(
-    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"]),
-    query=st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=3),
-    raw=st.binary(max_size=100),
-    token=st.sampled_from([CRON_SECRET, "", "wrong"])
-    | st.from_regex(r"[ -~]{0,20}", fullmatch=True),
-    slash=st.booleans(),
-)
-def test_cron_endpoint_never_answers_5xx(client, method, query, raw, token, slash):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = CRON_URL + ("/" if slash else "")
-    resp = client.open(url, method=method, query_string=query, data=raw, headers=headers)
-    assert resp.status_code < 500, resp.get_data(as_text=True)[:300]
-    if method in ("GET", "POST") and token == CRON_SECRET:
-        assert resp.status_code == 200 and resp.json["ran"] is True
 
 
 @SETTINGS
