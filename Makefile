@@ -7,13 +7,21 @@ PYTEST_ARGS ?=
 COSTS_ARGS ?=
 JS_SDK := tests/qstash_dev/js
 
-.PHONY: run test retire-legacy-check lint typecheck reliability bench clean postgres chromium js-sdk haproxy costs
+.PHONY: run test retire-legacy-check lint typecheck reliability bench clean postgres chromium js-sdk haproxy costs lock
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Installs exactly the locked versions, each checked against its hash (docs/dependencies.md).
+$(STAMP): requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements-dev.lock
 	touch $(STAMP)
+
+## lock: re-resolve requirements.txt (+ requirements-dev.txt) into the hashed lock files
+LOCK_FLAGS := --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+              --no-emit-find-links --no-emit-trusted-host
+lock: $(STAMP)
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock requirements.txt
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) $(LOCK_ARGS) -c requirements.lock \
+	    -o requirements-dev.lock requirements.txt requirements-dev.txt
 
 ## run: the whole local stack in the foreground (app :5000, QStash :8080, AimHarder sandbox, cron pinger)
 run: $(STAMP)

@@ -19,8 +19,29 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = 30
 keepalive = 75  # QStash and its local stand-in reuse connections
 worker_connections = 2000
-accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # unset: no access log
+accesslog = os.environ.get("GUNICORN_ACCESSLOG")  # unset: no access log (the app logs requests)
 preload_app = False
+# gunicorn >= 25 opens a control socket at $HOME/.gunicorn/gunicorn.ctl by default: one path
+# shared by every gunicorn of the user (tests, benches, several stacks). Not used here.
+control_socket_disable = True
+# gunicorn's own lines (and its access log, if on) in the app's JSON format, on stderr.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "flask_app.observe.logs.JsonFormatter"}},
+    "handlers": {
+        "json": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "root": {"handlers": ["json"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["json"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": ["json"], "level": "INFO", "propagate": False},
+    },
+}
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,10 +12,10 @@ import legacy_cron
 import migration
 from flask_app import background, capacity, db, dbschema, notify, paths, periodic, shim_plugs
 from flask_app.aimharder import gym_clock
-from flask_app.api import admin, errors, views
-from flask_app.config import Defaults, default_database_url, load_dotenv_file, settings_from_env
+from flask_app.api import admin, errors, login, openapi, tokens, views
+from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
 from flask_app.core import execution, preflight, sessions
-from flask_app.observe import comparison, parity_cli
+from flask_app.observe import comparison, logs, parity_cli, readiness
 from flask_app.qstash import cli as qstash_cli
 from flask_app.qstash import dlq, gateway, outbox, webhook
 
@@ -27,17 +25,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure an instance of the service."""
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
-    app.config.from_object(Defaults)
-    if test_config is None:
-        load_dotenv_file(ROOT)
-        app.config.update(settings_from_env(os.environ))
-    else:
+    app.config.update(FLASK_DEFAULTS)
+    configure(app, read_environment(ROOT) if test_config is None else None)
+    if test_config is not None:
         app.config.update(test_config)
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = default_database_url(app.instance_path)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.init_app(app)
     errors.register(app)
     db.init_app(app)
+    readiness.init_app(app)
     dbschema.init_app(app)
     background.init_app(app)
     sessions.init_app(app)
@@ -49,11 +46,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     notify.init_app(app)
     preflight.init_app(app)
     app.register_blueprint(views.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(webhook.bp)
     qstash_cli.init_app(app)
     comparison.init_app(app)
     parity_cli.init_app(app)
     app.register_blueprint(admin.bp)
+    login.init_app(app)
+    tokens.init_app(app)
     migration.init_app(app)
     shim_plugs.init_app(app)
     periodic.init_app(app)

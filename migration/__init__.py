@@ -93,11 +93,14 @@ def _is_qstash_on(app: Flask) -> bool:
 def backfill_command(dry_run: bool, batch_size: int, min_notice: float | None, force: bool) -> None:
     """Publish a QStash message for every pending prebooking that has none."""
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    if not dry_run and not force and not _is_qstash_on(app):
-        raise click.ClickException(
-            "the QStash path is off (QSTASH_ENABLED and QSTASH_SHADOW are false): its deliveries "
-            "would be ignored. Turn one on first, or pass --force."
-        )
+    off = (
+        "the QStash path is off (QSTASH_ENABLED and QSTASH_SHADOW are false): its deliveries "
+        "would be ignored. Turn one on first, or pass --force."
+    )
+    if not force and not _is_qstash_on(app):
+        if not dry_run:
+            raise click.ClickException(off)
+        click.echo(f"warning: the real run would refuse: {off}", err=True)
     _quiet_http_logs()
     factory = _session_factory(app)
     with factory() as session:

@@ -2,7 +2,8 @@
 
 Chromium's command line cannot send an Authorization header, so the page is loaded through a
 small local proxy that adds it (as an operator's authenticating reverse proxy would); the app
-still checks the token on every request.
+still checks the token on every request. Interactive tests (the login form) drive the same
+system Chromium through Playwright (`browser_page()`); Playwright downloads no browser here.
 """
 
 from __future__ import annotations
@@ -112,6 +113,22 @@ def chromium(url: str, *extra: str, size: tuple[int, int] = (1280, 1600)) -> str
     if done.returncode != 0:
         raise RuntimeError(f"chromium exited {done.returncode}: {done.stderr[-2000:]}")
     return done.stdout
+
+
+@contextmanager
+def browser_page() -> Iterator[tuple[Any, Any]]:
+    """A fresh headless Chromium context and page (Playwright over the system Chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=find_chromium(), args=["--no-sandbox", "--no-proxy-server"]
+        )
+        try:
+            context = browser.new_context()
+            yield context, context.new_page()
+        finally:
+            browser.close()
 
 
 def dump_dom(url: str) -> str:

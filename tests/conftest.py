@@ -16,8 +16,12 @@ from flask_app import create_app
 from flask_app.dbschema import upgrade
 from tests.fakes import FakeBookingClient
 
+# Processes the suite starts must not pick up a developer's `make run` settings (instance/dev.env).
+os.environ["DEV_ENV_FILE"] = ""
+
 API_TOKEN = "test-api-token"
 CRON_SECRET = "test-cron-secret"
+SECRET_KEY = "test-secret-key-that-signs-the-admin-session-cookie"
 TABLES = (
     "arrivals",
     "task_chord_parts",
@@ -27,6 +31,7 @@ TABLES = (
     "qstash_outbox",
     "job_leases",
     "prebookings",
+    "api_tokens",
 )
 
 # The admin connection; each test session creates its own database next to `test` and drops it.
@@ -114,6 +119,7 @@ def app_config(
         "DATABASE_URL": db_url,
         "API_TOKEN": API_TOKEN,
         "CRON_SECRET": CRON_SECRET,
+        "SECRET_KEY": SECRET_KEY,
         "SESSION_ENCRYPTION_KEYS": fernet_key,
         "AIMHARDER_CLIENT": booking_client,
         # The gym's background jobs stay out of other tests' way (a runner pass in them would

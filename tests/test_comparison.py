@@ -125,14 +125,17 @@ def test_metrics_count_arrivals_executions_claims_and_lateness(app, due, clock):
     assert found[("prebooking_executions_total", (("outcome", "booked"), ("path", "qstash")))] == 1
     assert found[("prebooking_claims_lost_total", (("path", "cron"),))] == 1
     lateness = "prebooking_arrival_lateness_seconds"
-    assert found[(f"{lateness}_count", (("path", "cron"),))] == 1
-    # negative buckets: prometheus-client (like OpenMetrics) exposes no _sum for this histogram
-    assert (f"{lateness}_sum", (("path", "qstash"),)) not in found
-    assert found[(f"{lateness}_bucket", (("le", "-5.0"), ("path", "qstash")))] == 0
-    assert found[(f"{lateness}_bucket", (("le", "-2.0"), ("path", "qstash")))] == 1
-    assert found[(f"{lateness}_bucket", (("le", "0.0"), ("path", "qstash")))] == 1
-    assert found[(f"{lateness}_bucket", (("le", "30.0"), ("path", "cron")))] == 1
-    assert found[("prebooking_fire_lateness_seconds_count", (("path", "qstash"),))] == 1
+    cron_late = (("path", "cron"), ("side", "late"))
+    qstash_early = (("path", "qstash"), ("side", "early"))
+    assert found[(f"{lateness}_count", cron_late)] == 1
+    # magnitudes per side: both sums exist and only grow (see flask_app/observe/metrics.py)
+    assert found[(f"{lateness}_sum", qstash_early)] == 2.0
+    assert found[(f"{lateness}_sum", cron_late)] == 30.0
+    assert found[(f"{lateness}_bucket", (("le", "1.0"), *qstash_early))] == 0
+    assert found[(f"{lateness}_bucket", (("le", "2.0"), *qstash_early))] == 1
+    assert found[(f"{lateness}_bucket", (("le", "30.0"), *cron_late))] == 1
+    fire = (("path", "qstash"), ("side", "late"))
+    assert found[("prebooking_fire_lateness_seconds_count", fire)] == 1
 
 
 def test_webhook_responses_and_publish_errors_are_counted(app):
@@ -223,7 +226,7 @@ def test_api_parity_rejects_a_bad_since_with_422(client, auth):
 
 
 def test_admin_page_needs_the_api_token(client):
-    assert client.get("/admin/parity").status_code == 401
+    assert client.get("/admin/parity").headers["Location"].startswith("/admin/login")
     wrong = {"Authorization": "Bearer nope"}
     assert client.get("/admin/parity", headers=wrong).status_code == 401
 

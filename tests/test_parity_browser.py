@@ -5,7 +5,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.browser import ChromiumMissing, bearer_proxy, dump_dom, find_chromium, png_size, serve
+from tests.browser import (
+    ChromiumMissing,
+    bearer_proxy,
+    browser_page,
+    dump_dom,
+    find_chromium,
+    png_size,
+    serve,
+)
 from tests.browser import screenshot as take_screenshot
 from tests.conftest import API_TOKEN
 from tests.fakes import FakeClock
@@ -57,10 +65,40 @@ def test_chromium_renders_the_plots_of_the_parity_page(proxy):
     assert 'id="verdict"' in dom and "READY" in dom
 
 
-def test_chromium_without_the_token_gets_the_401_error(app):
+def test_chromium_without_credentials_gets_the_login_form(app):
     with serve(app) as base:
         dom = dump_dom(f"{base}/admin/parity")
-    assert "missing bearer token" in dom and "<svg" not in dom
+    assert '<form method="post" action="/admin/login"' in dom and "<svg" not in dom
+
+
+@pytest.fixture
+def served(app, clock, booking_client):
+    simulate(app, clock, booking_client, end=END, count=60, seed=3)
+    with serve(app) as base:
+        yield base
+
+
+def test_chromium_logs_in_with_the_form_and_keeps_a_strict_httponly_secure_cookie(served):
+    with browser_page() as (context, page):
+        page.goto(f"{served}/admin/parity?since=24h")
+        assert page.url == f"{served}/admin/login?next=%2Fadmin%2Fparity%3Fsince%3D24h"
+        page.fill("#token", "not-the-token")
+        page.click("#submit")
+        assert "not a valid admin token" in page.inner_text("#problem")
+        page.fill("#token", API_TOKEN)
+        page.click("#submit")
+        page.wait_for_selector("#verdict")
+        assert page.url == f"{served}/admin/parity?since=24h"
+        assert page.locator('svg[class="hist"]').count() == 3
+        (cookie,) = [c for c in context.cookies() if c["name"] == "admin_session"]
+        # Chromium keeps a Secure cookie from http://127.0.0.1: loopback is a secure context.
+        assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"]) == (True, True, "Strict")
+        assert "admin_session" not in page.evaluate("document.cookie")
+        # A state change without the form's CSRF token is refused; the session survives it.
+        status = page.evaluate("fetch('/admin/logout', {method: 'POST'}).then(r => r.status)")
+        assert status == 400
+        page.goto(f"{served}/admin/parity?since=24h")
+        assert page.url.endswith("/admin/parity?since=24h")
 
 
 def test_chromium_screenshot_of_the_page_is_a_full_size_png(proxy, tmp_path):

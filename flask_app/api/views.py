@@ -9,12 +9,14 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest
 
 from flask_app import notify, paths, periodic
-from flask_app.api.auth import require_bearer
+from flask_app.api.auth import AuthError, current_principal, require
 from flask_app.api.errors import error
 from flask_app.api.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
+from flask_app.api.tokens import Scope
 from flask_app.core import events, preflight, repository, sessions
 from flask_app.db import get_session
 from flask_app.models import Prebooking
+from flask_app.observe import logs, readiness
 from flask_app.qstash import outbox
 from flask_app.timing import SystemClock
 
@@ -22,10 +24,37 @@ bp = Blueprint("api", __name__)
 _clock = SystemClock()
 
 
+#: Endpoints anyone may call (probes and the API's description).
+PUBLIC = {"api.health", "api.ready"}
+
+
 @bp.before_request
 def _authenticate() -> None:
-    if request.endpoint != "api.health":
-        require_bearer("API_TOKEN")
+    # Client tokens may use every endpoint here; a bound one only for its user (below).
+    if request.endpoint not in PUBLIC:
+        require(Scope.CLIENT)
+
+
+def _check_acts_for(user_email: str) -> None:
+    """A token bound to one user may not act for another.
+
+    Raises:
+        AuthError: 403 naming the bound user.
+    """
+    principal = current_principal()
+    if not principal.may_act_for(user_email):
+        raise AuthError(403, f"this token may only act for {principal.user_email}")
+
+
+def _visible(prebooking_id: str) -> None:
+    """Another user's prebooking does not exist for a bound token (404, as an unknown id).
+
+    Raises:
+        repository.NotFound
+    """
+    row = repository.get(get_session(), prebooking_id)
+    if not current_principal().may_act_for(row.user_email):
+        raise repository.NotFound(prebooking_id)
 
 
 @bp.errorhandler(repository.NotFound)
@@ -86,9 +115,11 @@ def _saving(session: Session, change: str) -> repository.BeforeCommit:
 @bp.post("/api/prebookings")
 def create_prebooking() -> tuple[Response, int]:
     body = PrebookingCreate.model_validate(_json_body())
+    _check_acts_for(body.user_email)
     notify.check_url(body.notify_url, current_app.config)
     session = get_session()
     row = repository.create(session, body, _clock.now(), _saving(session, "created"))
+    logs.bind(prebooking_id=row.id)
     events.prebooking_created.send(_app(), prebooking=row, session=session)
     return jsonify(repository.to_json(row)), 201
 
@@ -96,6 +127,10 @@ def create_prebooking() -> tuple[Response, int]:
 @bp.get("/api/prebookings")
 def list_prebookings() -> Response:
     query = ListQuery.model_validate(request.args.to_dict())
+    bound = current_principal().user_email
+    if bound is not None:
+        _check_acts_for(query.user_email or bound)
+        query = query.model_copy(update={"user_email": bound})
     page = repository.list_page(get_session(), query)
     items = [repository.to_json(row) for row in page.items]
     return jsonify({"items": items, "next_cursor": page.next_cursor})
@@ -103,11 +138,13 @@ def list_prebookings() -> Response:
 
 @bp.get("/api/prebookings/<prebooking_id>")
 def get_prebooking(prebooking_id: str) -> Response:
+    _visible(prebooking_id)
     return jsonify(repository.to_json(repository.get(get_session(), prebooking_id)))
 
 
 @bp.delete("/api/prebookings/<prebooking_id>")
 def cancel_prebooking(prebooking_id: str) -> Response:
+    _visible(prebooking_id)
     session = get_session()
     row = repository.cancel(session, prebooking_id, _clock.now(), _saving(session, "cancelled"))
     events.prebooking_cancelled.send(_app(), prebooking=row, session=session)
@@ -117,6 +154,7 @@ def cancel_prebooking(prebooking_id: str) -> Response:
 @bp.put("/api/sessions/<user_email>")
 def put_session(user_email: str) -> Response:
     email = EmailOnly.model_validate({"user_email": user_email}).user_email.lower()
+    _check_acts_for(email)
     body = SessionPut.model_validate(_json_body())
     notify.check_url(body.notify_url, current_app.config)
     session = get_session()
@@ -136,7 +174,8 @@ def put_session(user_email: str) -> Response:
 
 
 @bp.get("/api/health")
-def health() -> Response:
+def health() -> tuple[Response, int]:
+    """Liveness plus the flags in force; 503 when the database does not answer."""
     cfg = current_app.config
     flags = {
         name: cfg.get(name)
@@ -152,17 +191,34 @@ def health() -> Response:
         name: bool(cfg.get(name))
         for name in ("API_TOKEN", "CRON_SECRET", "SESSION_ENCRYPTION_KEYS")
     }
-    return jsonify(
-        {
-            "status": "ok",
-            "flags": flags,
-            "configured": configured,
-            "paths": {p.name: paths.coverage_of(p, cfg) for p in paths.registered()},
-            # This process's cached views (the background runner refreshes them): no QStash
-            # call and no query per health request; null until the first check.
-            "schedules": periodic.schedule_status(_app()),
-            "outbox": outbox.last_stats(_app()),
-            "qstash_url": cfg["QSTASH_URL"],
-            "app_base_url": cfg["APP_BASE_URL"],
-        }
-    )
+    database = readiness.database(_app())
+    body = {
+        "status": "ok" if database.ok else "degraded",
+        "database": database.detail,
+        "flags": flags,
+        "configured": configured,
+        "paths": {p.name: paths.coverage_of(p, cfg) for p in paths.registered()},
+        # This process's cached views (the background runner refreshes them): no QStash
+        # call and no query per health request; null until the first check.
+        "schedules": periodic.schedule_status(_app()),
+        "outbox": outbox.last_stats(_app()),
+        "qstash_url": cfg["QSTASH_URL"],
+        "app_base_url": cfg["APP_BASE_URL"],
+    }
+    if not database.ok:
+        body["error"] = f"database {database.detail}"
+    return jsonify(body), 200 if database.ok else 503
+
+
+@bp.get("/api/ready")
+def ready() -> tuple[Response, int]:
+    """Readiness for a load balancer: every registered check holds (observe/readiness.py)."""
+    checks = readiness.run(_app())
+    failed = [c.name for c in checks if not c.ok]
+    body: dict[str, Any] = {
+        "status": "not ready" if failed else "ready",
+        "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+    }
+    if failed:
+        body["error"] = f"not ready: {', '.join(failed)}"
+    return jsonify(body), 503 if failed else 200

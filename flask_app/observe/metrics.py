@@ -4,6 +4,17 @@ Other modules report through two functions, given the app or inside an app conte
 `webhook_response(status)` after answering a QStash delivery, and `publish_error(kind)` when
 publishing to QStash failed. Arrivals are counted by the comparison module (`record_arrival`).
 
+Also: process metrics (prometheus-client's process and platform collectors), HTTP requests by
+endpoint (the route template, never a raw path), method and status with their latency, and
+gauges of the rollout flags (set at each scrape from the config in force).
+
+Lateness is recorded as a magnitude with a `side` label (`early` or `late`), never as a
+negative observation: a histogram's `_sum` is a counter to Prometheus (`rate()` reads a drop
+as a reset), so negative values would corrupt it. Mean lateness over a window is
+`(sum{side="late"} - sum{side="early"}) / (count{side="late"} + count{side="early"})`.
+
+Every metric is a plain Counter, Histogram or Gauge (gauges say their multiprocess_mode), so
+prometheus-client's multiprocess mode can aggregate them across gunicorn workers.
 Note: each process has its own registry. Under gunicorn with several workers, each scrape sees
 one worker; run one worker, or scrape each one (prometheus-client's multiprocess mode is not used).
 """
@@ -11,19 +22,35 @@ one worker; run one worker, or scrape each one (prometheus-client's multiprocess
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from flask import Flask, Response, current_app, g, has_app_context, request
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from flask_app.observe.parity import LATENESS_EDGES_MS
 
 log = logging.getLogger(__name__)
 
 _EXT = "metrics"
-#: Lateness buckets in seconds: from 5 s early to 2 min late (both paths fit).
-LATENESS_BUCKETS_S = tuple(edge / 1000 for edge in LATENESS_EDGES_MS) + (float("inf"),)
+#: Lateness magnitudes in seconds (the report's edges, folded onto one side; +1 ms and 5 ms
+#: for the QStash path's sub-10 ms firing), up to 2 min (both paths fit).
+LATENESS_BUCKETS_S = tuple(
+    sorted({abs(edge) / 1000 for edge in LATENESS_EDGES_MS if edge} | {0.001, 0.005})
+) + (float("inf"),)
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, float("inf"))
+HTTP_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+#: Boolean rollout flags shown by `prebooking_rollout_flag` (those the config holds).
+FLAGS = ("QSTASH_ENABLED", "QSTASH_SHADOW", "LEGACY_CRON_ENABLED")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -35,13 +62,13 @@ class Metrics:
         r = self.registry
         self.arrival_lateness = Histogram(
             "prebooking_arrival_lateness_seconds",
-            "Arrival of a path against the booking window opening (negative: early).",
-            ["path"], buckets=LATENESS_BUCKETS_S, registry=r,
+            "How far from the window opening a path arrived; side says early or late.",
+            ["path", "side"], buckets=LATENESS_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.fire_lateness = Histogram(
             "prebooking_fire_lateness_seconds",
-            "When the booking request left against the window opening.",
-            ["path"], buckets=LATENESS_BUCKETS_S, registry=r,
+            "How far from the window opening the booking request left; side: early or late.",
+            ["path", "side"], buckets=LATENESS_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.booking_latency = Histogram(
             "aimharder_booking_latency_seconds",
@@ -72,15 +99,33 @@ class Metrics:
             "qstash_publish_errors", "Failed publishes to QStash, by kind.",
             ["kind"], registry=r,
         )  # fmt: skip
+        self.http_requests = Counter(
+            "http_requests", "HTTP requests answered, by endpoint (route), method and status.",
+            ["endpoint", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.http_latency = Histogram(
+            "http_request_duration_seconds", "Time to answer an HTTP request, by endpoint.",
+            ["endpoint", "method"], buckets=HTTP_BUCKETS_S, registry=r,
+        )  # fmt: skip
+        self.rollout_flags = Gauge(
+            "prebooking_rollout_flag", "Rollout flags in force (1 true, 0 false).",
+            ["flag"], registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        self.rollout_percent = Gauge(
+            "qstash_rollout_percent", "QSTASH_ROLLOUT_PERCENT in force.",
+            registry=r, multiprocess_mode="max",
+        )  # fmt: skip
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
+        PlatformCollector(registry=r)  # python_info
 
     def record_arrival(self, attempt: Any) -> None:
         """Count one execution.Attempt (called by the comparison module)."""
         path = attempt.path
         self.arrivals.labels(path=path, action=str(attempt.action)).inc()
         if attempt.lateness_ms is not None:
-            self.arrival_lateness.labels(path=path).observe(attempt.lateness_ms / 1000)
+            observe_offset(self.arrival_lateness, path, attempt.lateness_ms)
         if attempt.fire_lateness_ms is not None:
-            self.fire_lateness.labels(path=path).observe(attempt.fire_lateness_ms / 1000)
+            observe_offset(self.fire_lateness, path, attempt.fire_lateness_ms)
         if attempt.booking_latency is not None:
             self.booking_latency.labels(path=path).observe(attempt.booking_latency.total_seconds())
         if attempt.won:
@@ -89,14 +134,46 @@ class Metrics:
         if str(attempt.action) == "lost_claim":
             self.claims_lost.labels(path=path).inc()
 
+    def set_flags(self, config: Mapping[str, Any]) -> None:
+        """The rollout flags in force (called before each scrape)."""
+        for flag in FLAGS:
+            if flag in config:
+                self.rollout_flags.labels(flag=flag).set(1 if config[flag] else 0)
+        self.rollout_percent.set(float(config.get("QSTASH_ROLLOUT_PERCENT", 0)))
+
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
 
 
+def observe_offset(histogram: Histogram, path: str, offset_ms: float) -> None:
+    """Record an offset from the opening as a magnitude on its side (see the module doc)."""
+    side = "early" if offset_ms < 0 else "late"
+    histogram.labels(path=path, side=side).observe(abs(offset_ms) / 1000)
+
+
 def init_app(app: Flask) -> None:
-    """Give the app its own registry."""
+    """Give the app its own registry, and count and time every HTTP request."""
     app.extensions[_EXT] = Metrics()
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+
+
+def _start_timer() -> None:
+    g.metrics_started_s = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    found = get_metrics()
+    if found is not None:
+        # The route template, so ids and junk paths never become label values.
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method
+        found.http_requests.labels(endpoint, method, str(response.status_code)).inc()
+        started = g.get("metrics_started_s")
+        if started is not None:
+            found.http_latency.labels(endpoint, method).observe(time.perf_counter() - started)
+    return response
 
 
 def owning_app(app: Flask | None = None) -> Flask | None:

@@ -22,6 +22,8 @@ from qstash import QStash
 from qstash import errors as sdk_errors
 from qstash.message import BatchRequest, FlowControl
 
+from flask_app.observe import logs
+
 T = TypeVar("T")
 _EXT = "qstash"
 
@@ -66,7 +68,8 @@ def _request(msg: Message) -> BatchRequest:
         "url": msg.url,
         "body": json.dumps(msg.body),
         "content_type": "application/json",
-        "headers": dict(msg.headers),
+        # QStash forwards it to the delivery, so both ends log the same request id.
+        "headers": _with_request_id(msg.headers),
     }
     if msg.not_before is not None:
         req["not_before"] = msg.not_before
@@ -85,6 +88,11 @@ def _request(msg: Message) -> BatchRequest:
     if msg.flow_control is not None:
         req["flow_control"] = msg.flow_control
     return req
+
+
+def _with_request_id(headers: dict[str, str]) -> dict[str, str]:
+    request_id = logs.current_request_id()
+    return ({"X-Request-ID": request_id} if request_id else {}) | dict(headers)
 
 
 def _classify(exc: Exception) -> QStashError:
@@ -204,17 +212,33 @@ class Gateway:
         self._call(lambda: self.client.schedule.delete(schedule_id))
 
 
-def make_client(token: str, base_url: str, *, retries: int = 1) -> QStash:
-    """An SDK client that fails fast: QStash being down must not stall a user's request."""
-    retry = {"retries": retries, "backoff": lambda attempt: 100.0 * (attempt + 1)}
-    return QStash(token, retry=retry, base_url=base_url)  # type: ignore[arg-type]
+def make_client(
+    token: str, base_url: str, *, connect_timeout_s: float = 0.5, read_timeout_s: float = 1.0
+) -> QStash:
+    """An SDK client whose every call ends within about connect + read timeout.
+
+    A QStash that accepts and never answers must not hold a user's create or cancel (the
+    SDK's own read timeout is 600 s, with 5 retries). No SDK retries either: a failed publish
+    is stored on the prebooking and published again by the relay.
+    """
+    client = QStash(token, retry=False, base_url=base_url)
+    timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, pool=connect_timeout_s)
+    # qstash 3.4.0 takes no timeout argument; its httpx.Client is HttpClient._client.
+    client.http._client = httpx.Client(timeout=timeout)  # noqa: SLF001
+    return client
 
 
 def init_app(app: Flask) -> None:
     """Keep a Gateway in app.extensions["qstash"] (tests may pass QSTASH_GATEWAY)."""
     gateway = app.config.get("QSTASH_GATEWAY")
     if gateway is None:
-        gateway = Gateway(make_client(app.config["QSTASH_TOKEN"], app.config["QSTASH_URL"]))
+        client = make_client(
+            app.config["QSTASH_TOKEN"],
+            app.config["QSTASH_URL"],
+            connect_timeout_s=float(app.config["QSTASH_CONNECT_TIMEOUT_S"]),
+            read_timeout_s=float(app.config["QSTASH_READ_TIMEOUT_S"]),
+        )
+        gateway = Gateway(client)
     app.extensions[_EXT] = gateway
 
 

@@ -33,6 +33,7 @@ class RelayReport:
     published: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     errors: int = 0
+    unavailable: bool = False  # QStash could not be reached (or timed out): stop for now
 
     def to_json(self) -> dict[str, Any]:
         return {"published": self.published, "skipped": dict(self.skipped), "errors": self.errors}
@@ -153,6 +154,7 @@ def publish_rows(
     report.skipped.update(skip.value for _, skip in skipped)
     if planned:
         failed = send(planned, gateway)
+        report.unavailable = isinstance(failed, QStashUnavailable)
         report.errors += len(planned) if failed else 0
         report.published += 0 if failed else len(planned)
         session.commit()

@@ -44,6 +44,9 @@ def relay(session: Session, now: datetime, *, gateway: Gateway | None = None) ->
         report.published += part.published
         report.skipped.update(part.skipped)
         report.errors += part.errors
+        if part.unavailable:  # each further batch would wait out the timeout again
+            report.unavailable = True
+            return report
         after = (rows[-1].available_at, rows[-1].id)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import builtins
-import importlib
 import json
+import sys
 import uuid
 from datetime import date, datetime, time
 from decimal import Decimal
@@ -140,33 +140,64 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
     return {"exc_type": cls.__qualname__, "exc_message": message, "exc_module": cls.__module__}
 
 
+class StoredException(Exception):
+    """A stored exception whose type is not on the allow-list, rebuilt as a generic one.
+
+    Its class is named after the original type (so `type(exc).__name__` and the traceback read
+    as before); `exc_type` and `exc_module` say where the original came from.
+    """
+
+    exc_type: str = ""
+    exc_module: str = ""
+
+
+#: Modules whose exception types are always rebuilt as themselves.
+ALWAYS_ALLOWED = ("builtins", "flask_app.shim.exceptions")
+
+
 def exception_from_dict(data: dict[str, Any]) -> BaseException:
-    """Rebuild a stored exception with its original type when importable."""
+    """Rebuild a stored exception; its own type only when the type is on the allow-list.
+
+    Allowed: builtins, the shim's exceptions, and the modules of the registered tasks, all
+    already imported. A stored result names a module and a type; importing that module, or
+    calling any class it names, would let whoever can write a result run code here. Anything
+    else becomes a StoredException subclass carrying the type's name and the message.
+    """
     args = from_jsonable(data.get("exc_message") or [])
     if not isinstance(args, list):
         args = [args]
-    cls = _exception_class(str(data.get("exc_module") or ""), str(data.get("exc_type") or ""))
-    try:
-        return cls(*args)
-    except Exception:  # a constructor with another signature: keep the type's name at least
-        return _fallback_class(cls.__name__, cls.__module__)(*args)
+    module, qualname = str(data.get("exc_module") or ""), str(data.get("exc_type") or "")
+    cls = _allowed_class(module, qualname)
+    if cls is not None:
+        try:
+            return cls(*args)
+        except Exception:  # a constructor with another signature: keep the type's name at least
+            pass
+    return _fallback_class(qualname.rsplit(".", 1)[-1] or "Exception", module)(*args)
 
 
-def _exception_class(module: str, qualname: str) -> type[BaseException]:
-    obj: Any
-    try:
-        obj = builtins if module == "builtins" else importlib.import_module(module)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError):
-        return _fallback_class(qualname.rsplit(".", 1)[-1] or "Exception", module)
+def allowed_modules() -> set[str]:
+    """Where a stored exception's type may be looked up: see exception_from_dict."""
+    from flask_app.shim import _state
+
+    tasks = _state.get_current_app().tasks.values()
+    return set(ALWAYS_ALLOWED) | {type(task).__module__ for task in tasks}
+
+
+def _allowed_class(module: str, qualname: str) -> type[BaseException] | None:
+    if module not in allowed_modules():
+        return None
+    obj: Any = builtins if module == "builtins" else sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None) if part and not part.startswith("_") else None
     if isinstance(obj, type) and issubclass(obj, BaseException):
         return obj
-    return _fallback_class(qualname, module)
+    return None
 
 
-def _fallback_class(name: str, module: str) -> type[BaseException]:
-    return type(name, (Exception,), {"__module__": module})
+def _fallback_class(name: str, module: str) -> type[StoredException]:
+    attrs = {"__module__": module or __name__, "exc_type": name, "exc_module": module}
+    return type(name, (StoredException,), attrs)
 
 
 def is_exception_dict(value: Any) -> bool:

@@ -162,7 +162,25 @@ def test_cron_settings_are_read_from_the_environment():
 
 
 def test_the_app_owns_the_cron_settings_only_through_legacy_cron(app):
-    from flask_app.config import Defaults
+    from flask_app.config import Settings, defaults
 
-    assert not [name for name in vars(Defaults) if "CRON" in name]
+    assert not [name for name in Settings.model_fields if "CRON" in name]
+    assert not [name for name in defaults() if "CRON" in name]
     assert app.config["CRON_BATCH_LIMIT"] == 50 and app.config["LEGACY_CRON_ENABLED"] is True
+
+
+def test_legacy_cron_brings_its_settings_into_the_app(monkeypatch, tmp_path):
+    from flask_app import create_app
+    from flask_app.config import ConfigError
+
+    monkeypatch.setenv("DEV_ENV_FILE", "")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    monkeypatch.setenv("CRON_BATCH_LIMIT", "7")
+    monkeypatch.setenv("CRON_SECRET", "from-the-env")
+    app = create_app()
+    assert (app.config["CRON_BATCH_LIMIT"], app.config["CRON_SECRET"]) == (7, "from-the-env")
+    assert app.config["CRON_TICK_BUDGET_S"] == 20
+    app.extensions["db"].engine.dispose()
+    monkeypatch.setenv("CRON_BATCH_LIMIT", "0")
+    with pytest.raises(ConfigError, match="CRON_BATCH_LIMIT must be at least 1"):
+        create_app()

@@ -253,6 +253,18 @@ def test_the_command_refuses_to_publish_while_the_qstash_path_is_off(app, runner
     assert runner.invoke(args=["migration", "backfill", "--force"]).exit_code == 0
 
 
+def test_a_dry_run_says_when_the_real_run_would_refuse(app, runner, session):
+    seed(session, 1)
+    app.config["QSTASH_ENABLED"] = False
+    result = runner.invoke(args=["migration", "backfill", "--dry-run"])
+    assert result.exit_code == 0
+    assert "warning: the real run would refuse: the QStash path is off" in result.stderr
+    assert "dry run: would publish 1 messages" in result.stdout
+    app.config["QSTASH_ENABLED"] = True
+    quiet = runner.invoke(args=["migration", "backfill", "--dry-run"])
+    assert "would refuse" not in quiet.output
+
+
 def test_shadow_mode_alone_is_enough_to_backfill(app, runner, session):
     seed(session, 1)
     app.config.update(QSTASH_ENABLED=False, QSTASH_SHADOW=True)

@@ -107,12 +107,12 @@ def test_a_mixed_page_is_counted_by_reason_and_keeps_row_order():
 
 
 def test_backfill_uses_the_create_paths_policy():
-    from flask_app.config import Defaults
+    from flask_app.config import defaults
 
     config = {
         "APP_BASE_URL": "https://x.example",
         "QSTASH_LEAD_SECONDS": 5,
-        "QSTASH_MAX_DELAY": Defaults.QSTASH_MAX_DELAY,
+        "QSTASH_MAX_DELAY": defaults()["QSTASH_MAX_DELAY"],
         "QSTASH_CROWD_LEAD_MS": 4,
         "QSTASH_MAX_LEAD_SECONDS": 40,
     }

@@ -80,3 +80,54 @@ def test_shim_exceptions_round_trip():
         serialization.exception_to_dict(MaxRetriesExceededError("limit"))
     )
     assert isinstance(back, MaxRetriesExceededError)
+
+
+def test_a_module_that_is_not_allowed_is_never_imported(monkeypatch):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "xml.sax.saxutils", raising=False)
+    back = serialization.exception_from_dict(
+        {"exc_type": "SAXException", "exc_message": ["boom"], "exc_module": "xml.sax.saxutils"}
+    )
+    assert "xml.sax.saxutils" not in sys.modules
+    assert isinstance(back, serialization.StoredException) and back.args == ("boom",)
+    assert (type(back).__name__, back.exc_type, back.exc_module) == (
+        "SAXException",
+        "SAXException",
+        "xml.sax.saxutils",
+    )
+
+
+def test_an_imported_module_that_holds_no_task_is_not_allowed_either():
+    # subprocess is imported (by pytest) and CalledProcessError is an exception, but no task
+    # lives there: a stored result must not make the shim call arbitrary classes.
+    back = serialization.exception_from_dict(
+        {"exc_type": "CalledProcessError", "exc_message": [1, "rm"], "exc_module": "subprocess"}
+    )
+    assert isinstance(back, serialization.StoredException)
+    assert type(back).__name__ == "CalledProcessError" and back.args == (1, "rm")
+
+
+def test_non_exception_names_and_dunder_paths_become_generic_exceptions():
+    for qualname in ("ValueError.__subclasses__", "print", "__import__", "KeyError.__class__"):
+        back = serialization.exception_from_dict(
+            {"exc_type": qualname, "exc_message": ["x"], "exc_module": "builtins"}
+        )
+        assert isinstance(back, serialization.StoredException), qualname
+
+
+class TaskModuleError(Exception):
+    """An exception defined next to a registered task."""
+
+
+def test_an_exception_of_a_registered_task_module_keeps_its_type():
+    from flask_app.shim import shared_task
+
+    @shared_task(name="tests.shim.test_serialization.raiser")
+    def raiser() -> None:
+        raise TaskModuleError("from a task")
+
+    data = serialization.exception_to_dict(TaskModuleError("from a task"))
+    assert data["exc_module"] == __name__
+    back = serialization.exception_from_dict(data)
+    assert type(back) is TaskModuleError and back.args == ("from a task",)

@@ -1,7 +1,7 @@
 """gym: class start and zone, pre-flight check time, notify_url (issue 15)
 
-Revision ID: 0004_gym
-Revises: 0003_qstash_outbox
+Revision ID: 0005_gym
+Revises: 0004_api_tokens
 Create Date: 2026-11-26 10:00:00
 """
 
@@ -12,8 +12,8 @@ from alembic import op
 
 import flask_app.models
 
-revision = "0004_gym"
-down_revision = "0003_qstash_outbox"
+revision = "0005_gym"
+down_revision = "0004_api_tokens"
 branch_labels = None
 depends_on = None
 
