@@ -10,7 +10,8 @@ DNS `Host`, else `"sandbox"`; with an IP base URL every box is the one gym `"san
   `0` + `id` waitlisted; `-12`/`ERROR_ANTELACION_CLIENTE` before `opens_at`;
   `-12`/`NOPUEDESRESERVAMISMAHORA` same user twice; `-1` full; `-2` no credits;
   `{"logout": 1}` for a missing/invalid `amhrdrauth` cookie.
-- `GET /api/bookings?day=` the day's rows (`id`, `bookState`, `idres`, `ocupation`, `limit`, ...).
+- `GET /api/bookings?day=&box=<numeric box id>` the day's rows (`id`, `bookState`, `idres`,
+  `ocupation`, `limit`, ...); none unless `box` is this box's id.
 - `POST /api/cancelBook` form `id` (reservation id): `{"cancelState": 1}` or `3`.
 
 Admin (JSON): `POST /_sandbox/classes` `{class_id, day, opens_at, capacity, waitlist, box?}`,
@@ -18,6 +19,10 @@ Admin (JSON): `POST /_sandbox/classes` `{class_id, day, opens_at, capacity, wait
 rate, seed}` (`rate`: each booking faults with that probability, seeded),
 `GET|DELETE /_sandbox/arrivals`, `GET /_sandbox/state`, `POST /_sandbox/reset`.
 Unknown classes are created on first touch: capacity 20, no waitlist, open now.
+`POST /_sandbox/clock` `{offset_ms, jitter_ms, seed}` and `POST /_sandbox/boxes` `{box, box_id}`.
+
+The gym has its own clock (offset + per-request jitter, `--clock-offset-ms`, `--clock-jitter-ms`):
+windows open by it and the `Date` header shows it; arrivals keep the kernel receive stamp.
 """
 
 from aimharder_sandbox.server import SandboxServer, make_server

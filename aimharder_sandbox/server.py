@@ -17,19 +17,24 @@ import struct
 import sys
 import threading
 import time
+from email.utils import formatdate
 from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfoNotFoundError
 
+from aimharder_sandbox.clock import settings_from_ms
 from aimharder_sandbox.state import (
     DEFAULT_BOX,
     DEFAULT_CAPACITY,
     DEFAULT_TIMEOUT_DELAY_MS,
+    DEFAULT_ZONE,
     Fault,
     SandboxClass,
     SandboxState,
     parse_opens_at,
+    scheduled_class,
 )
 
 AUTH_COOKIE = "amhrdrauth"
@@ -132,20 +137,35 @@ def _int_or(value: Any, default: int | None) -> int | None:
 
 
 def class_from_json(data: dict[str, Any]) -> SandboxClass:
-    """A class definition from the admin API's JSON.
+    """A class definition from the admin API's JSON: by `day` (+ `opens_at`), or by `start`.
 
     Raises:
         KeyError, TypeError, ValueError: a field is missing or malformed.
     """
+    common: dict[str, Any] = {
+        "box": str(data.get("box") or DEFAULT_BOX),
+        "capacity": _int_or(data.get("capacity"), DEFAULT_CAPACITY) or 0,
+        "waitlist": _int_or(data.get("waitlist"), 0) or 0,
+        "name": str(data.get("name") or "WOD"),
+    }
+    if data.get("start") is not None:
+        try:
+            return scheduled_class(
+                str(data["class_id"]),
+                start=str(data["start"]),
+                zone=str(data.get("timezone") or DEFAULT_ZONE),
+                opens_days_before=_int_or(data.get("opens_days_before"), None),
+                opens_hours_before=_int_or(data.get("opens_hours_before"), None),
+                **common,
+            )
+        except ZoneInfoNotFoundError:
+            raise ValueError(f"unknown time zone {data.get('timezone')!r}") from None
     return SandboxClass(
         class_id=str(data["class_id"]),
         day=str(data["day"]),
-        box=str(data.get("box") or DEFAULT_BOX),
         opens_at_ns=parse_opens_at(data.get("opens_at")),
-        capacity=_int_or(data.get("capacity"), DEFAULT_CAPACITY) or 0,
-        waitlist=_int_or(data.get("waitlist"), 0) or 0,
-        name=str(data.get("name") or "WOD"),
         time=str(data.get("time") or "08:00 - 09:00"),
+        **common,
     )
 
 
@@ -156,6 +176,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # else each answer waits ~40 ms for the client's delayed ACK
     server: SandboxServer
     arrived_ns: int = 0
+    skew_ns: int = 0  # the gym's clock minus ours, for this request (offset + a jitter draw)
     _stamps: StampedReader | None = None
 
     def setup(self) -> None:
@@ -168,9 +189,21 @@ class SandboxHandler(BaseHTTPRequestHandler):
         # The request line has just been read: its segment's kernel stamp is the arrival.
         stamped = self._stamps.last_ns if self._stamps is not None else None
         self.arrived_ns = stamped or time.time_ns()
+        self.skew_ns = self.state.clock.draw_skew_ns()
         if self._stamps is not None:
             self._stamps.last_ns = None
         return super().parse_request()
+
+    @property
+    def gym_arrived_ns(self) -> int:
+        """What the gym's clock read when the request arrived."""
+        return self.arrived_ns + self.skew_ns
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, by the gym's clock (floored to the second, as HTTP dates are)."""
+        if timestamp is None:
+            timestamp = (time.time_ns() + self.skew_ns) / 1e9
+        return formatdate(timestamp, usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: request lines carry no secrets, but the benchmarks flood stderr."""
@@ -228,12 +261,19 @@ class SandboxHandler(BaseHTTPRequestHandler):
         route = urlsplit(self.path).path
         if route == "/api/bookings":
             query = self._query()
-            body = self.state.listing(box=self._box(), day=query.get("day", ""), user=self._user())
+            body = self.state.listing(
+                box=self._box(),
+                day=query.get("day", ""),
+                user=self._user(),
+                box_param=query.get("box"),
+            )
             self._send_json(200, body)
         elif route == "/_sandbox/arrivals":
             self._send_json(200, self.state.arrivals())
         elif route == "/_sandbox/state":
             self._send_json(200, self.state.snapshot())
+        elif route == "/_sandbox/clock":
+            self._send_json(200, self.state.clock.settings.to_json())
         else:
             self._send(200, b"<html><body>AimHarder sandbox</body></html>", "text/html")
 
@@ -269,6 +309,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             day=form.get("day", ""),
             user=self._user(),
             at_ns=self.arrived_ns,
+            gym_ns=self.gym_arrived_ns,
         )
         self._delay(reply.fault)
         if reply.fault.mode == "garbage":
@@ -319,6 +360,23 @@ class SandboxHandler(BaseHTTPRequestHandler):
         )
         self._send_json(200, {"mode": fault.mode, "count": fault.count, "rate": fault.rate})
 
+    def post_clock(self) -> None:
+        data = self._json()
+        seed = data.get("seed")
+        settings = settings_from_ms(
+            float(data.get("offset_ms") or 0),
+            float(data.get("jitter_ms") or 0),
+            None if seed is None else int(seed),
+        )
+        self.state.set_clock(settings)
+        self._send_json(200, settings.to_json())
+
+    def post_boxes(self) -> None:
+        data = self._json()
+        box, box_id = str(data.get("box") or DEFAULT_BOX), str(data["box_id"])
+        self.state.set_box_id(box, box_id)
+        self._send_json(200, {"box": box, "box_id": box_id})
+
     def post_reset(self) -> None:
         self._read_body()
         self.state.reset()
@@ -336,6 +394,8 @@ _POST_ROUTES = {
     "/_sandbox/sessions": SandboxHandler.post_sessions,
     "/_sandbox/faults": SandboxHandler.post_faults,
     "/_sandbox/reset": SandboxHandler.post_reset,
+    "/_sandbox/clock": SandboxHandler.post_clock,
+    "/_sandbox/boxes": SandboxHandler.post_boxes,
 }
 
 

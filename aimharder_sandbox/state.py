@@ -9,19 +9,25 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import zlib
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from aimharder_sandbox.clock import ClockSettings, GymClock, as_ns, opening_ns
 
 DEFAULT_BOX = "sandbox"
+DEFAULT_ZONE = "Europe/Madrid"
 DEFAULT_CAPACITY = 20
 DEFAULT_TIMEOUT_DELAY_MS = 30_000
 FAULT_MODES = frozenset({"none", "error_500", "timeout", "slow", "garbage"})
+TOO_EARLY_KEY = "ERROR_ANTELACION_CLIENTE"
+TOO_EARLY_HOURS_KEY = "ERROR_ANTELACION_CLIENTE_HORAS"
 TOO_EARLY_MESSAGE = "No puedes reservar clases con más de 4 días de antelación"
 SAME_TIME_MESSAGE = "No puedes hacer más de una reserva a la misma hora"
 FULL_MESSAGE = "La clase está completa"
 NO_CREDITS_MESSAGE = "No te quedan sesiones disponibles en tu tarifa"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -36,6 +42,21 @@ class SandboxClass:
     waitlist: int = 0
     name: str = "WOD"
     time: str = "08:00 - 09:00"
+    # The rule that set `opens_at_ns`, when the class was defined by its start (for the message).
+    opens_days_before: int | None = None
+    opens_hours_before: int | None = None
+
+    def too_early(self) -> dict[str, Any]:
+        """AimHarder's `-12` answer for this class: the key and message name its rule."""
+        if self.opens_days_before is None and self.opens_hours_before is not None:
+            hours = self.opens_hours_before
+            message = f"No puedes reservar clases con más de {hours} horas de antelación"
+            return _refusal(-12, TOO_EARLY_HOURS_KEY, message)
+        if self.opens_days_before is not None:
+            days = self.opens_days_before
+            message = f"No puedes reservar clases con más de {days} días de antelación"
+            return _refusal(-12, TOO_EARLY_KEY, message)
+        return _refusal(-12, TOO_EARLY_KEY, TOO_EARLY_MESSAGE)
 
 
 @dataclass
@@ -68,7 +89,11 @@ class Fault:
 
 @dataclass
 class Arrival:
-    """One `/api/book` request as the sandbox saw it."""
+    """One `/api/book` request as the sandbox saw it.
+
+    `at_ns`: the kernel's receive stamp on this machine's clock (the measurement truth);
+    `gym_at_ns`: what the gym's clock read then (offset and jitter applied): what it decided on.
+    """
 
     at_ns: int
     box: str
@@ -81,6 +106,7 @@ class Arrival:
     fault: str = "none"
     status: int = 200
     logout: bool = False
+    gym_at_ns: int | None = None
 
 
 @dataclass
@@ -103,7 +129,44 @@ def parse_opens_at(value: str | None) -> int | None:
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
         raise ValueError("opens_at needs a UTC offset")
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1_000
+    return as_ns(moment)
+
+
+def scheduled_class(
+    class_id: str,
+    *,
+    start: str,
+    zone: str = DEFAULT_ZONE,
+    opens_days_before: int | None = None,
+    opens_hours_before: int | None = None,
+    **fields: Any,
+) -> SandboxClass:
+    """A class defined as AimHarder boxes define them: its start and the box's window rule.
+
+    Its day and time are the start's, in the box's zone; it opens by `clock.opening_ns`.
+    No rule: open at once.
+
+    Raises:
+        ValueError: a start without offset, a negative rule; ZoneInfoNotFoundError: bad zone.
+    """
+    moment = datetime.fromisoformat(start)
+    if moment.tzinfo is None:
+        raise ValueError("start needs a UTC offset")
+    if min(opens_days_before or 0, opens_hours_before or 0) < 0:
+        raise ValueError("a window rule counts days or hours before the class, not after")
+    local = moment.astimezone(ZoneInfo(zone))
+    ruled = opens_days_before is not None or opens_hours_before is not None
+    opens = opening_ns(moment, zone, opens_days_before, opens_hours_before) if ruled else None
+    end = local + timedelta(hours=1)
+    return SandboxClass(
+        class_id=class_id,
+        day=local.strftime("%Y%m%d"),
+        opens_at_ns=opens,
+        time=f"{local:%H:%M} - {end:%H:%M}",
+        opens_days_before=opens_days_before,
+        opens_hours_before=opens_hours_before,
+        **fields,
+    )
 
 
 def _ok(state: int, **extra: Any) -> dict[str, Any]:
@@ -120,8 +183,12 @@ def _refusal(state: int, key: str | None, message: str) -> dict[str, Any]:
 class SandboxState:
     """The whole sandbox, behind one lock."""
 
-    def __init__(self, *, accept_any_session: bool = True) -> None:
+    def __init__(
+        self, *, accept_any_session: bool = True, clock: ClockSettings | None = None
+    ) -> None:
         self.accept_any_session = accept_any_session
+        self.clock = GymClock(clock)
+        self._box_ids: dict[str, str] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._classes: dict[tuple[str, str, str], SandboxClass] = {}
@@ -143,6 +210,26 @@ class SandboxState:
             self._arrivals.clear()
             self._fault = Fault()
             self._connections = 0
+
+    def set_box_id(self, box: str, box_id: str) -> None:
+        """Give a box its numeric id (the `box` parameter its listing requires).
+
+        Raises:
+            ValueError: the id is not all digits.
+        """
+        if not box_id.isdigit():
+            raise ValueError(f"a box id is numeric, not {box_id!r}")
+        with self._lock:
+            self._box_ids[box] = box_id
+
+    def box_id(self, box: str) -> str:
+        """The box's numeric id: the configured one, else a stable one derived from its name."""
+        with self._lock:
+            return self._box_ids.get(box) or default_box_id(box)
+
+    def set_clock(self, settings: ClockSettings) -> None:
+        """Set how far the gym's clock is from ours (offset, per-request jitter)."""
+        self.clock.configure(settings)
 
     def define_class(self, cls: SandboxClass) -> None:
         """Create or replace a class (its bookings stay)."""
@@ -208,6 +295,8 @@ class SandboxState:
                 "bookings": [asdict(b) for b in self._bookings],
                 "fault": asdict(self._fault),
                 "connections": self._connections,
+                "boxes": dict(self._box_ids),
+                "clock": self.clock.settings.to_json(),
             }
 
     # --- AimHarder endpoints -----------------------------------------------------------
@@ -221,8 +310,23 @@ class SandboxState:
                 return True
         return self.accept_any_session and not cookie.startswith("expired")
 
-    def book(self, *, box: str, class_id: str, day: str, user: str | None, at_ns: int) -> BookReply:
-        """Handle one `/api/book` that arrived at `at_ns`, record it, say what to answer."""
+    def book(
+        self,
+        *,
+        box: str,
+        class_id: str,
+        day: str,
+        user: str | None,
+        at_ns: int,
+        gym_ns: int | None = None,
+    ) -> BookReply:
+        """Handle one `/api/book` that arrived at `at_ns`, record it, say what to answer.
+
+        `gym_ns`: what the gym's clock read at that instant (default: `at_ns` plus a skew drawn
+        from the sandbox's clock); the window is judged by it, as AimHarder judges by its own.
+        """
+        if gym_ns is None:
+            gym_ns = at_ns + self.clock.draw_skew_ns()
         valid = self.is_valid_session(user)
         with self._lock:
             fault = self._take_fault()
@@ -231,17 +335,24 @@ class SandboxState:
             elif not valid:
                 reply = BookReply(200, {"logout": 1}, fault)
             else:
-                reply = BookReply(200, self._book(box, class_id, day, user or "", at_ns), fault)
-            self._record(reply, box=box, class_id=class_id, day=day, user=user, at_ns=at_ns)
+                reply = BookReply(200, self._book(box, class_id, day, user or "", gym_ns), fault)
+            self._record(reply, Arrival(at_ns, box, class_id, day, user, None, gym_at_ns=gym_ns))
         return reply
 
-    def listing(self, *, box: str, day: str, user: str | None) -> dict[str, Any]:
-        """The `/api/bookings` body for one day, seen by `user`."""
+    def listing(
+        self, *, box: str, day: str, user: str | None, box_param: str | None = None
+    ) -> dict[str, Any]:
+        """The `/api/bookings` body for one day, seen by `user`.
+
+        `box_param` is the listing's `box` query parameter: AimHarder lists the classes of the
+        box with that numeric id, so anything but this box's id lists none of its classes.
+        """
         if not self.is_valid_session(user):
             return {"logout": 1}
+        wanted = self.box_id(box)
         with self._lock:
             classes = [c for c in self._classes.values() if c.box == box and c.day == day]
-            rows = [self._row(c, user or "") for c in classes]
+            rows = [self._row(c, user or "") for c in classes] if box_param == wanted else []
         return {"clasesDisp": "", "timetable": [], "day": day, "bookings": rows, "seminars": []}
 
     def cancel(self, *, reservation_id: str, user: str | None) -> dict[str, Any]:
@@ -283,10 +394,10 @@ class SandboxState:
             if (b.box, b.class_id, b.day) == (cls.box, cls.class_id, cls.day)
         ]
 
-    def _book(self, box: str, class_id: str, day: str, user: str, at_ns: int) -> dict[str, Any]:
+    def _book(self, box: str, class_id: str, day: str, user: str, gym_ns: int) -> dict[str, Any]:
         cls = self._class(box, class_id, day)
-        if cls.opens_at_ns is not None and at_ns < cls.opens_at_ns:
-            return _refusal(-12, "ERROR_ANTELACION_CLIENTE", TOO_EARLY_MESSAGE)
+        if cls.opens_at_ns is not None and gym_ns < cls.opens_at_ns:
+            return cls.too_early()
         taken = self._of_class(cls)
         if any(b.user == user for b in taken):
             return _refusal(-12, "NOPUEDESRESERVAMISMAHORA", SAME_TIME_MESSAGE)
@@ -332,30 +443,19 @@ class SandboxState:
         }
         return row
 
-    def _record(
-        self,
-        reply: BookReply,
-        *,
-        box: str,
-        class_id: str,
-        day: str,
-        user: str | None,
-        at_ns: int,
-    ) -> None:
+    def _record(self, reply: BookReply, seen: Arrival) -> None:
+        """Keep one arrival, completed with what was answered."""
         body = reply.body or {}
         reservation = body.get("id")
-        self._arrivals.append(
-            Arrival(
-                at_ns=at_ns,
-                box=box,
-                class_id=class_id,
-                day=day,
-                user=user,
-                book_state=body.get("bookState"),
-                error_key=body.get("errorMssgLang"),
-                reservation_id=str(reservation) if reservation is not None else None,
-                fault=reply.fault.mode,
-                status=reply.status,
-                logout=bool(body.get("logout")),
-            )
-        )
+        seen.book_state = body.get("bookState")
+        seen.error_key = body.get("errorMssgLang")
+        seen.reservation_id = str(reservation) if reservation is not None else None
+        seen.fault = reply.fault.mode
+        seen.status = reply.status
+        seen.logout = bool(body.get("logout"))
+        self._arrivals.append(seen)
+
+
+def default_box_id(box: str) -> str:
+    """A stable five-digit id for a box nobody configured (AimHarder's look like `10122`)."""
+    return str(10_000 + zlib.crc32(box.encode()) % 90_000)

@@ -3,8 +3,11 @@
 ```python
 from aimharder_sandbox.testing import run_sandbox
 
-with run_sandbox() as sandbox:                      # a free port on 127.0.0.1
+with run_sandbox(clock_offset_ms=-20, clock_jitter_ms=2) as sandbox:  # gym clock 20 ms behind
     sandbox.add_class("101", "20261128", opens_at="2026-11-24T07:00:00+00:00", capacity=1)
+    sandbox.add_scheduled_class("102", start="2026-11-28T08:00:00+01:00", opens_days_before=4)
+    sandbox.box_id()                                # the `box` its listing requires
+    sandbox.host_ns(opening)                        # the gym's opening on our clock (ns)
     sandbox.add_session("cookie-a", credits=0)      # optional: any cookie works by default
     sandbox.set_fault("timeout", count=1, delay_ms=2000)
     sandbox.set_fault("error_500", rate=0.05, seed=1)  # ~5 % of bookings, reproducibly
@@ -25,13 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aimharder_sandbox.clock import as_ns, settings_from_ms
 from aimharder_sandbox.server import SandboxServer, make_server
 from aimharder_sandbox.state import (
     DEFAULT_BOX,
     DEFAULT_CAPACITY,
+    DEFAULT_ZONE,
     SandboxClass,
     SandboxState,
     parse_opens_at,
+    scheduled_class,
 )
 
 
@@ -58,6 +64,51 @@ class Sandbox:
         self.state.define_class(
             SandboxClass(class_id, day, box, parse_opens_at(when), capacity, waitlist)
         )
+
+    def add_scheduled_class(
+        self,
+        class_id: str,
+        *,
+        start: datetime | str,
+        timezone: str = DEFAULT_ZONE,
+        opens_days_before: int | None = None,
+        opens_hours_before: int | None = None,
+        capacity: int = DEFAULT_CAPACITY,
+        waitlist: int = 0,
+        box: str = DEFAULT_BOX,
+    ) -> SandboxClass:
+        """Define a class by its start and the box's rule (N days and/or H hours before)."""
+        cls = scheduled_class(
+            class_id,
+            start=start.isoformat() if isinstance(start, datetime) else start,
+            zone=timezone,
+            opens_days_before=opens_days_before,
+            opens_hours_before=opens_hours_before,
+            capacity=capacity,
+            waitlist=waitlist,
+            box=box,
+        )
+        self.state.define_class(cls)
+        return cls
+
+    def set_clock(
+        self, offset_ms: float = 0.0, jitter_ms: float = 0.0, seed: int | None = None
+    ) -> None:
+        """The gym's clock runs `offset_ms` ahead of ours (negative: behind), ± `jitter_ms`."""
+        self.state.set_clock(settings_from_ms(offset_ms, jitter_ms, seed))
+
+    def set_box_id(self, box_id: str, box: str = DEFAULT_BOX) -> None:
+        """The numeric id the box's listing requires as its `box` parameter."""
+        self.state.set_box_id(box, box_id)
+
+    def box_id(self, box: str = DEFAULT_BOX) -> str:
+        """The numeric id of a box (configured, or derived from its name)."""
+        return self.state.box_id(box)
+
+    def host_ns(self, gym_instant: datetime) -> int:
+        """When OUR clock reads the instant at which the gym's clock reads `gym_instant`
+        (jitter aside), in epoch ns: compare arrivals' `at_ns` against it."""
+        return self.state.clock.host_ns(as_ns(gym_instant))
 
     def add_session(self, cookie: str, credits: int | None = None) -> None:
         """Register an `amhrdrauth` value; `credits` runs down per booking (None: unlimited)."""
@@ -98,10 +149,21 @@ class Sandbox:
 
 @contextmanager
 def run_sandbox(
-    port: int = 0, *, host: str = "127.0.0.1", accept_any_session: bool = True
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    accept_any_session: bool = True,
+    clock_offset_ms: float = 0.0,
+    clock_jitter_ms: float = 0.0,
+    clock_seed: int | None = None,
 ) -> Iterator[Sandbox]:
-    """Serve a fresh sandbox from a background thread for the duration of the block."""
-    server = make_server(host, port, SandboxState(accept_any_session=accept_any_session))
+    """Serve a fresh sandbox from a background thread for the duration of the block.
+
+    `clock_offset_ms`/`clock_jitter_ms`: the gym's clock against ours (see `Sandbox.set_clock`).
+    """
+    clock = settings_from_ms(clock_offset_ms, clock_jitter_ms, clock_seed)
+    state = SandboxState(accept_any_session=accept_any_session, clock=clock)
+    server = make_server(host, port, state)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="aimharder-sandbox"
     )

@@ -10,10 +10,11 @@ from flask import Flask
 
 import legacy_cron
 import migration
-from flask_app import background, capacity, db, dbschema, paths, periodic, shim_plugs
+from flask_app import background, capacity, db, dbschema, notify, paths, periodic, shim_plugs
+from flask_app.aimharder import gym_clock
 from flask_app.api import admin, errors, login, openapi, tokens, views
 from flask_app.config import FLASK_DEFAULTS, configure, default_database_url, read_environment
-from flask_app.core import dispatch, execution, sessions, sweep
+from flask_app.core import dispatch, execution, preflight, sessions, sweep
 from flask_app.observe import comparison, logs, metrics, parity_cli, readiness
 from flask_app.qstash import cli as qstash_cli
 from flask_app.qstash import dlq, gateway, outbox, webhook
@@ -39,10 +40,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     sessions.init_app(app)
     gateway.init_app(app)
     execution.init_app(app)
+    gym_clock.init_app(app)
     dispatch.init_app(app, telemetry=metrics.DispatchTelemetry(app))
     sweep.init_app(app)
     outbox.init_app(app)
     dlq.init_app(app)
+    notify.init_app(app)
+    preflight.init_app(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(webhook.bp)

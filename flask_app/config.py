@@ -104,6 +104,33 @@ class Settings(BaseSettings):
     # parity report cannot reach further back.
     ARRIVALS_RETENTION_DAYS: PositiveInt = 90
 
+    # --- gym (issue 15): the gym's clock, pre-flight, notifications --------------------------
+    # Probe a box host's clock (HTTP Date headers) when one of its windows opens within
+    # GYM_CLOCK_LEAD_S, with at most GYM_CLOCK_PROBES cheap requests (0: never probe), at most
+    # once per GYM_CLOCK_MIN_INTERVAL_S; trust what was learnt for GYM_CLOCK_MAX_AGE_S, widened
+    # by GYM_CLOCK_DRIFT_PPM of its age; fire GYM_CLOCK_MARGIN_MS after the earliest instant the
+    # estimate allows (docs/gym.md).
+    GYM_CLOCK_LEAD_S: Annotated[float, Field(ge=5, le=3600)] = 120.0
+    GYM_CLOCK_PROBES: Annotated[int, Field(ge=0, le=30)] = 10
+    GYM_CLOCK_MIN_INTERVAL_S: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    GYM_CLOCK_MAX_AGE_S: Annotated[float, Field(ge=1, le=86400)] = 900.0
+    GYM_CLOCK_DRIFT_PPM: Annotated[float, Field(ge=0, le=1000)] = 20.0
+    GYM_CLOCK_MARGIN_MS: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    # Check each prebooking's stored session this long before its window opens (0: never).
+    PREFLIGHT_LEAD_S: Annotated[int, Field(ge=0, le=86400)] = 600
+    # HMAC-SHA256 key of the outcome events sent to notify_url (docs/notifications.md); unset:
+    # prebookings and sessions with a notify_url are refused with 503.
+    NOTIFY_SIGNING_SECRET: SecretStr | None = None
+
+    @field_validator("NOTIFY_SIGNING_SECRET")
+    @classmethod
+    def _notify_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    # --- end gym -------------------------------------------------------------------------------
+
     @field_validator("QSTASH_ROLLOUT_PERCENT", mode="before")
     @classmethod
     def _percent(cls, value: Any) -> Any:

@@ -125,6 +125,13 @@ class Prebooking(Base):
     claim_count: Mapped[int] = mapped_column(Integer, default=0)
     book_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # The class and the box's zone, when available_at was computed from them (core/window.py).
+    class_start: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    box_timezone: Mapped[str | None] = mapped_column(String(64))
+    # Where outcomes are announced (flask_app/notify.py); None: the user's session default, if any.
+    notify_url: Mapped[str | None] = mapped_column(String(2048))
+    # When the pre-flight checked the stored session (core/preflight.py); None: not yet.
+    session_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The class it competes in (class_key()): the dispatcher fires each class in FIFO order.
     class_key: Mapped[str] = mapped_column(String(160), default=_class_key_default)
 
@@ -168,6 +175,8 @@ class UserSession(Base):
 
     user_email: Mapped[str] = mapped_column(String(320), primary_key=True)
     cookies_encrypted: Mapped[str] = mapped_column(Text)
+    # The default notify_url of the user's prebookings that give none.
+    notify_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -211,7 +220,7 @@ class OutboxEntry(Base):
     prebooking_id: Mapped[str] = mapped_column(
         String(36), ForeignKey("prebookings.id", ondelete="CASCADE"), index=True
     )
-    action: Mapped[str] = mapped_column(String(16))  # publish | cancel
+    action: Mapped[str] = mapped_column(String(16))  # publish | cancel | notify
     message_id: Mapped[str | None] = mapped_column(String(128))  # the message to cancel
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime())  # next attempt no earlier than this

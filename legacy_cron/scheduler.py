@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from flask_app.core.dispatch import ArmResult, Arrival, Dispatcher, get_dispatcher
-from flask_app.core.prebooking import PrebookingStatus
+from flask_app.core.prebooking import Event, PrebookingStatus, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash import publish, relay
@@ -34,6 +34,7 @@ from flask_app.qstash import publish, relay
 log = logging.getLogger(__name__)
 
 PATH = "cron"
+CLAIMABLE = sources(Event.CLAIM)
 
 
 class TickUnavailable(Exception):
@@ -71,7 +72,7 @@ class Candidate:
 
 def is_due(row: DueRow, now: datetime) -> bool:
     """Pending with its window open, or claimed by an owner whose lease ran out (recoverable)."""
-    if row.status == PrebookingStatus.PENDING:
+    if row.status in CLAIMABLE:  # pending, or session_expired (still tried at the instant)
         return row.available_at <= now
     if row.status == PrebookingStatus.LOADED:
         return row.claim_expires_at is not None and row.claim_expires_at < now
@@ -143,9 +144,7 @@ def select_due(session: Session, now: datetime, limit: int) -> list[Candidate]:
     recoverable = and_(
         Prebooking.status == PrebookingStatus.LOADED, Prebooking.claim_expires_at < now
     )
-    open_window = and_(
-        Prebooking.status == PrebookingStatus.PENDING, Prebooking.available_at <= now
-    )
+    open_window = and_(Prebooking.status.in_(CLAIMABLE), Prebooking.available_at <= now)
     stmt = (
         select(
             Prebooking.id,

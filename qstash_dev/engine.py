@@ -923,12 +923,24 @@ class Broker:
             NotFound: unknown queue.
         """
         with self._lock:
-            return queue_to_api(self._get_queue(name))
+            return queue_to_api(self._get_queue(name), self._lag(name))
 
     def list_queues(self) -> list[JSON]:
         """Every queue."""
         with self._lock:
-            return [queue_to_api(q) for q in self._queues.values()]
+            return [queue_to_api(q, self._lag(q.name)) for q in self._queues.values()]
+
+    def _lag(self, name: str) -> int:
+        """Messages enqueued to `name` and due, not yet delivered (waiting, active, or just
+        enqueued: the timer thread may not have moved a message into its queue yet)."""
+        now = now_ms()
+        return sum(
+            1
+            for msg in self._messages.values()
+            if msg.spec.queue_name == name
+            and msg.state not in FINAL_STATES
+            and (msg.in_queue or msg.due_ms <= now)
+        )
 
     def delete_queue(self, name: str) -> None:
         """Delete a queue (its waiting messages are cancelled)."""

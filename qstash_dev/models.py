@@ -311,14 +311,14 @@ def dlq_to_api(entry: DlqEntry) -> JSON:
     return out
 
 
-def queue_to_api(queue: Queue) -> JSON:
-    """A queue as `GET /v2/queues/{name}` shows it."""
+def queue_to_api(queue: Queue, lag: int) -> JSON:
+    """A queue as `GET /v2/queues/{name}` shows it; `lag`: its messages not yet delivered."""
     return {
         "name": queue.name,
         "parallelism": queue.parallelism,
         "createdAt": queue.created_ms,
         "updatedAt": queue.updated_ms,
-        "lag": len(queue.waiting) + len(queue.active),
+        "lag": lag,
         "paused": queue.paused,
     }
 

@@ -29,6 +29,7 @@ from flask_app.config import DEV_ENV_FILE, DEV_QSTASH_TOKEN  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+SANDBOX_BOX_ID = "10122"  # the sandbox box's numeric id (booking_data.box_id)
 PORTS = {"APP_PORT": 5000, "QSTASH_PORT": 8080, "AIMHARDER_PORT": 8090}
 _STACK_MARK = "# --- written by `make run` on every start (the stack's settings) ---"
 
@@ -82,6 +83,7 @@ def dev_secrets(path: Path) -> dict[str, str]:
         "CRON_SECRET": lambda: f"cron-{secrets.token_urlsafe(18)}",
         "SESSION_ENCRYPTION_KEYS": lambda: Fernet.generate_key().decode(),
         "SECRET_KEY": lambda: secrets.token_urlsafe(32),
+        "NOTIFY_SIGNING_SECRET": lambda: f"notify-{secrets.token_urlsafe(32)}",
     }
     return {name: found.get(name) or make() for name, make in wanted.items()}
 
@@ -129,7 +131,15 @@ def commands(found: dict[str, int]) -> dict[str, list[str]]:
     ]  # fmt: skip
     return {
         "qstash": [PY, "-m", "qstash_dev", "--port", str(found["QSTASH_PORT"])],
-        "aimharder": [PY, "-m", "aimharder_sandbox", "--port", str(found["AIMHARDER_PORT"])],
+        "aimharder": [
+            PY,
+            "-m",
+            "aimharder_sandbox",
+            "--port",
+            str(found["AIMHARDER_PORT"]),
+            "--box-id",
+            f"sandbox={SANDBOX_BOX_ID}",
+        ],  # fmt: skip
         "app": app,
         "cron": [PY, "-m", "flask", "--app", "wsgi", "cron", "ping", "--every", "60"],
     }
@@ -172,7 +182,8 @@ Try it:
   curl -s -X POST {base}/api/prebookings -H "Authorization: Bearer $API_TOKEN" \\
        -H 'Content-Type: application/json' -d '{{"user_email": "ana@example.com",
        "available_at": "'$(date -u -d '+15 seconds' +%FT%TZ)'",
-       "booking_data": {{"box": "sandbox", "class_id": "1001", "day": "'$(date -u +%Y%m%d)'"}}}}'
+       "booking_data": {{"box": "sandbox", "box_id": "{SANDBOX_BOX_ID}", "class_id": "1001",
+                         "day": "'$(date -u +%Y%m%d)'"}}}}'
   curl -s {base}/api/prebookings -H "Authorization: Bearer $API_TOKEN"
 """
 

@@ -124,6 +124,10 @@ def app_config(
         "SECRET_KEY": SECRET_KEY,
         "SESSION_ENCRYPTION_KEYS": fernet_key,
         "AIMHARDER_CLIENT": booking_client,
+        # The gym's background jobs stay out of other tests' way (a runner pass in them would
+        # expire prebookings whose user stored no session); their own tests turn them on.
+        "PREFLIGHT_LEAD_S": 0,
+        "GYM_CLOCK_PROBES": 0,
     } | app_overrides
 
 

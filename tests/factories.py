@@ -10,9 +10,19 @@ from sqlalchemy.orm import Session
 from flask_app.core import sessions
 from flask_app.models import Prebooking
 
+#: The numeric box id test prebookings carry (the fake client expects it; so does the sandbox
+#: when configured with `sandbox.set_box_id(BOX_ID)`).
+BOX_ID = "10122"
+
 
 def booking_data(**overrides: Any) -> dict[str, Any]:
-    data = {"box": "sandbox", "class_id": "1001", "day": "20261130", "family_id": None}
+    data = {
+        "box": "sandbox",
+        "box_id": BOX_ID,
+        "class_id": "1001",
+        "day": "20261130",
+        "family_id": None,
+    }
     return data | overrides
 
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask_app.aimharder.client import BookingOutcome, BookingResult
+from flask_app.aimharder.client import BookingOutcome, BookingResult, ListingCheck, SessionState
+from tests.factories import BOX_ID
 
 BOOKED = BookingOutcome.BOOKED
 
@@ -49,6 +50,11 @@ class FakeBookingClient:
         self.default: BookingResult = result()
         self.booked_listing: bool | None = False
         self.listing_calls = 0
+        self.listing_params: list[dict[str, str]] = []
+        self.box_id = BOX_ID
+        self.session_state = SessionState.ALIVE
+        self.dead_cookies: set[str] = set()
+        self.session_checks: list[dict[str, Any]] = []
         self.on_book: Callable[[dict[str, Any]], None] | None = None
 
     def book(
@@ -71,12 +77,35 @@ class FakeBookingClient:
                 self.bookings[class_id] += 1
         return answer
 
-    def is_booked(
-        self, *, box: str, class_id: str, day: str, family_id: str | None, cookies: dict[str, str]
-    ) -> bool | None:
+    def check_booked(
+        self,
+        *,
+        box: str,
+        box_id: str | None,
+        class_id: str,
+        day: str,
+        family_id: str | None,
+        cookies: dict[str, str],
+    ) -> ListingCheck:
+        """The listing as AimHarder answers it: only for the box's numeric id (`self.box_id`)."""
+        if not box_id:
+            return ListingCheck.IMPOSSIBLE  # the real client asks nothing without one
         with self.lock:
             self.listing_calls += 1
-        return self.booked_listing
+            self.listing_params.append({"box": box_id, "day": day, "familyId": family_id or ""})
+        if box_id != self.box_id or self.booked_listing is None:
+            return ListingCheck.UNKNOWN  # another box's listing has no such row
+        return ListingCheck.BOOKED if self.booked_listing else ListingCheck.NOT_BOOKED
+
+    def check_session(
+        self, *, box: str, box_id: str | None, day: str, cookies: dict[str, str]
+    ) -> SessionState:
+        """`session_state` for every session, unless `dead_cookies` names its amhrdrauth."""
+        with self.lock:
+            self.session_checks.append({"box": box, "box_id": box_id, "cookies": dict(cookies)})
+        if cookies.get("amhrdrauth") in self.dead_cookies:
+            return SessionState.DEAD
+        return self.session_state
 
 
 class FakeClock:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx
 import pytest
@@ -16,11 +17,17 @@ from flask_app.aimharder.client import (
     AimHarderClient,
     BookingOutcome,
     BookingResult,
+    ListingCheck,
+    SessionState,
     box_base_url,
     classify,
+    classify_session,
 )
+from tests.factories import BOX_ID
 
 BO = BookingOutcome
+LC = ListingCheck
+SS = SessionState
 DAY = "20261128"
 Handler = Callable[[httpx.Request], httpx.Response]
 COOKIES = {"amhrdrauth": "secret-cookie-value", "PHPSESSID": "php-secret"}
@@ -188,9 +195,83 @@ def test_warm_up_never_raises():
     _client(_raiser(httpx.ConnectError)).warm_up("mybox")
 
 
-def test_is_booked_cannot_tell_after_a_transport_error():
+def test_listing_check_cannot_tell_after_a_transport_error():
     client = _client(_raiser(httpx.ReadTimeout))
-    assert client.is_booked(box="b", class_id="1", day=DAY, family_id=None, cookies={}) is None
+    check = client.check_booked(
+        box="b", box_id=BOX_ID, class_id="1", day=DAY, family_id=None, cookies={}
+    )
+    assert check is LC.UNKNOWN
+
+
+def test_listing_sends_the_numeric_box_id_as_its_box_parameter():
+    seen: list[httpx.Request] = []
+
+    def listing(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"bookings": [{"id": "101", "bookState": 1}]})
+
+    client = _client(listing)
+    check = client.check_booked(
+        box="mybox", box_id=BOX_ID, class_id="101", day=DAY, family_id="7", cookies=COOKIES
+    )
+    assert check is LC.BOOKED
+    [request] = seen
+    assert (request.method, request.url.path) == ("GET", "/api/bookings")
+    params = dict(request.url.params)
+    assert params.pop("_").isdigit()  # AimHarder's cache-buster, epoch ms
+    assert params == {"day": DAY, "box": BOX_ID, "familyId": "7"}
+    assert "amhrdrauth=secret-cookie-value" in request.headers["Cookie"]
+
+
+def test_listing_without_a_box_id_is_impossible_and_asks_nothing():
+    seen: list[httpx.Request] = []
+    client = _client(lambda request: seen.append(request) or httpx.Response(200, json={}))
+    check = client.check_booked(
+        box="mybox", box_id=None, class_id="101", day=DAY, family_id=None, cookies=COOKIES
+    )
+    assert (check, seen) == (LC.IMPOSSIBLE, [])
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "state"),
+    [
+        (200, {"bookings": []}, SS.ALIVE),
+        (200, {"logout": 1}, SS.DEAD),
+        (302, None, SS.DEAD),
+        (401, None, SS.DEAD),
+        (403, None, SS.UNKNOWN),
+        (500, None, SS.UNKNOWN),
+        (200, None, SS.UNKNOWN),
+        (200, [], SS.UNKNOWN),
+    ],
+)
+def test_session_state_from_the_listings_answer(status, body, state):
+    assert classify_session(status, body) is state
+
+
+def test_session_check_is_one_listing_request_and_unknown_without_answer():
+    seen: list[httpx.Request] = []
+
+    def redirect(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(302, headers={"Location": "https://login.aimharder.com/"})
+
+    check = _client(redirect).check_session(box="mybox", box_id=BOX_ID, day=DAY, cookies=COOKIES)
+    assert check is SS.DEAD
+    [request] = seen
+    assert (request.url.path, request.url.params["box"]) == ("/api/bookings", BOX_ID)
+    failing = _client(_raiser(httpx.ConnectError))
+    assert failing.check_session(box="b", box_id=None, day=DAY, cookies={}) is SS.UNKNOWN
+
+
+def test_date_probe_brackets_the_request_with_our_clock():
+    stamp = "Sat, 28 Nov 2026 07:00:00 GMT"
+    client = _client(lambda request: httpx.Response(200, headers={"Date": stamp}))
+    probe = client.probe_date("mybox")
+    assert probe is not None
+    assert (probe.date_header, probe.status_code) == (stamp, 200)
+    assert probe.sent_at <= probe.received_at
+    assert _client(_raiser(httpx.ConnectError)).probe_date("mybox") is None
 
 
 def test_cookie_values_are_never_logged(caplog):
@@ -205,6 +286,7 @@ def test_cookie_values_are_never_logged(caplog):
 @pytest.fixture
 def sandbox() -> Iterator[Sandbox]:
     with run_sandbox() as running:
+        running.set_box_id(BOX_ID)
         yield running
 
 
@@ -216,11 +298,15 @@ def client(sandbox: Sandbox) -> Iterator[AimHarderClient]:
 
 
 def _is_booked(
-    client: AimHarderClient, class_id: str, cookies: Mapping[str, str] = COOKIES
+    client: AimHarderClient,
+    class_id: str,
+    cookies: Mapping[str, str] = COOKIES,
+    box_id: str | None = BOX_ID,
 ) -> bool | None:
-    return client.is_booked(
-        box="mybox", class_id=class_id, day=DAY, family_id=None, cookies=cookies
+    check = client.check_booked(
+        box="mybox", box_id=box_id, class_id=class_id, day=DAY, family_id=None, cookies=cookies
     )
+    return {LC.BOOKED: True, LC.NOT_BOOKED: False}.get(check)
 
 
 def test_sandbox_booking_succeeds_and_shows_in_the_listing(client):
@@ -232,6 +318,31 @@ def test_sandbox_booking_succeeds_and_shows_in_the_listing(client):
     assert result.latency > timedelta(0)
     assert _is_booked(client, "101") is True
     assert _is_booked(client, "101", cookies={"amhrdrauth": "someone-else"}) is False
+
+
+def test_sandbox_listing_needs_the_boxs_numeric_id(client):
+    _book(client)
+    assert _is_booked(client, "101", box_id="99999") is None  # another box: no such row
+    wrong = client.check_booked(
+        box="mybox", box_id="99999", class_id="101", day=DAY, family_id=None, cookies=COOKIES
+    )
+    assert wrong is LC.UNKNOWN
+
+
+def test_sandbox_session_check_alive_and_dead(client):
+    check = client.check_session
+    assert check(box="mybox", box_id=BOX_ID, day=DAY, cookies=COOKIES) is SS.ALIVE
+    dead = {"amhrdrauth": "expired-1"}
+    assert check(box="mybox", box_id=BOX_ID, day=DAY, cookies=dead) is SS.DEAD
+
+
+def test_sandbox_date_probe_reads_the_gyms_clock(client, sandbox):
+    sandbox.set_clock(offset_ms=-3_600_000)  # an hour behind
+    probe = client.probe_date("mybox")
+    assert probe is not None and probe.date_header is not None
+    stamped = parsedate_to_datetime(probe.date_header)
+    hour = timedelta(hours=1)
+    assert probe.sent_at - hour - timedelta(seconds=1) <= stamped <= probe.received_at - hour
 
 
 def test_sandbox_second_booking_is_already_booked(client):

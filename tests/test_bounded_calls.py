@@ -11,8 +11,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from flask_app.config import defaults
-from flask_app.models import Prebooking
-from legacy_cron.scheduler import run_tick
 from tests.factories import make_prebooking, reload
 from tests.hanging import hanging_server
 
@@ -66,15 +64,3 @@ def test_cancel_answers_within_2_s(client, auth, session, hung):
     assert resp.status_code == 200 and resp.json["status"] == "cancelled"
     assert took < ANSWER_WITHIN_S
     assert hung.accepted == 1
-
-
-def test_the_cron_tick_tries_a_hung_qstash_once_and_stays_in_its_budget(app, session, hung):
-    opening = datetime.now(UTC) + timedelta(hours=1)
-    for _ in range(250):  # three relay batches of 100 if the relay went on
-        make_prebooking(session, available_at=opening)
-    report = run_tick(app)
-    assert report.relayed == 0
-    assert hung.accepted == 1
-    assert report.duration_ms < app.config["CRON_TICK_BUDGET_S"] * 1000
-    waiting = session.query(Prebooking).filter(Prebooking.qstash_error.is_not(None)).count()
-    assert waiting == 100  # the first batch holds its error; the rest simply wait

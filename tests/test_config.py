@@ -181,3 +181,29 @@ def test_database_pool_is_sized_from_the_environment(postgres_database):
     # 4 kept, 2 more in bursts: at most 6 server connections per process, whatever the threads.
     assert (engine.pool.size(), engine.pool._max_overflow) == (4, 2)  # noqa: SLF001
     engine.dispose()
+
+
+def test_gym_settings_are_read_and_bounded():
+    out = settings_from_env(
+        {
+            "GYM_CLOCK_LEAD_S": "90",
+            "GYM_CLOCK_PROBES": "0",
+            "GYM_CLOCK_MARGIN_MS": "2.5",
+            "GYM_CLOCK_DRIFT_PPM": "10",
+            "PREFLIGHT_LEAD_S": "300",
+        }
+    )
+    assert out == {
+        "GYM_CLOCK_LEAD_S": 90.0,
+        "GYM_CLOCK_PROBES": 0,
+        "GYM_CLOCK_MARGIN_MS": 2.5,
+        "GYM_CLOCK_DRIFT_PPM": 10.0,
+        "PREFLIGHT_LEAD_S": 300,
+    }
+    for name, bad in (
+        ("GYM_CLOCK_PROBES", "31"),
+        ("GYM_CLOCK_MARGIN_MS", "-1"),
+        ("PREFLIGHT_LEAD_S", "x"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            settings_from_env({name: bad})

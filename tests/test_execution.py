@@ -8,7 +8,7 @@ from flask_app.aimharder.client import BookingOutcome
 from flask_app.core import events
 from flask_app.core.execution import Action, claim, get_executor
 from flask_app.models import Prebooking
-from tests.factories import make_prebooking, reload, store_session
+from tests.factories import BOX_ID, booking_data, make_prebooking, reload, store_session
 from tests.fakes import FakeClock, result
 
 NOW = datetime(2026, 11, 30, 15, 0, 0, tzinfo=UTC)
@@ -138,6 +138,58 @@ def test_recovery_books_when_the_listing_shows_no_booking(app, session, due, clo
     clock.current = NOW + timedelta(seconds=61)
     booking_client.booked_listing = False
     assert get_executor(app).attempt(due.id, path="qstash").action is Action.EXECUTED
+    assert len(booking_client.calls) == 1
+
+
+def test_recovery_without_box_id_says_the_check_was_impossible(app, session, clock, booking_client):
+    store_session(app, session)
+    data = booking_data()
+    del data["box_id"]
+    row = make_prebooking(session, available_at=NOW, booking_data=data)
+    claim(session, row.id, path="cron", now=clock.now(), lease=timedelta(seconds=60))
+    session.query(Prebooking).filter_by(id=row.id).update({"book_sent_at": NOW})
+    session.commit()
+    clock.current = NOW + timedelta(seconds=61)
+    booking_client.booked_listing = True  # it did book, but nobody can ask
+    attempt = get_executor(app).attempt(row.id, path="qstash")
+    assert attempt.action is Action.EXECUTED and len(booking_client.calls) == 1
+    assert booking_client.listing_calls == 0
+    assert attempt.detail["recovery_check"] == "impossible"
+    stored = reload(session, row).result
+    assert stored["recovery_check"] == "impossible"
+    assert "box_id" in stored["recovery_note"]
+
+
+def test_recovery_asks_the_listing_with_the_numeric_box_id(
+    app, session, due, clock, booking_client
+):
+    claim(session, due.id, path="cron", now=clock.now(), lease=timedelta(seconds=60))
+    session.query(Prebooking).filter_by(id=due.id).update({"book_sent_at": NOW})
+    session.commit()
+    clock.current = NOW + timedelta(seconds=61)
+    booking_client.booked_listing = True
+    assert get_executor(app).attempt(due.id, path="qstash").action is Action.CONFIRMED
+    assert booking_client.listing_params == [{"box": BOX_ID, "day": "20261130", "familyId": ""}]
+
+
+def test_recovery_that_cannot_tell_sends_again_and_says_so(
+    app, session, due, clock, booking_client
+):
+    claim(session, due.id, path="cron", now=clock.now(), lease=timedelta(seconds=60))
+    session.query(Prebooking).filter_by(id=due.id).update({"book_sent_at": NOW})
+    session.commit()
+    clock.current = NOW + timedelta(seconds=61)
+    booking_client.booked_listing = None
+    attempt = get_executor(app).attempt(due.id, path="qstash")
+    assert attempt.action is Action.EXECUTED
+    assert reload(session, due).result["recovery_check"] == "unknown"
+
+
+def test_session_expired_prebooking_is_still_claimed_and_booked(app, session, booking_client):
+    store_session(app, session)
+    row = make_prebooking(session, available_at=NOW, status="session_expired")
+    attempt = get_executor(app).attempt(row.id, path="qstash")
+    assert attempt.action is Action.EXECUTED and attempt.status == "completed"
     assert len(booking_client.calls) == 1
 
 

@@ -5,15 +5,17 @@ from flask_app.core.prebooking import (
     IllegalTransition,
     PrebookingStatus,
     is_terminal,
+    sources,
     transition,
 )
 
-P, L, C, F, X = (
+P, L, C, F, X, S = (
     PrebookingStatus.PENDING,
     PrebookingStatus.LOADED,
     PrebookingStatus.COMPLETED,
     PrebookingStatus.FAILED,
     PrebookingStatus.CANCELLED,
+    PrebookingStatus.SESSION_EXPIRED,
 )
 
 
@@ -27,6 +29,11 @@ P, L, C, F, X = (
         (L, Event.RELEASE, P),
         (P, Event.CANCEL, X),
         (P, Event.ABANDON, F),
+        (P, Event.EXPIRE, S),
+        (S, Event.REVIVE, P),
+        (S, Event.CLAIM, L),
+        (S, Event.CANCEL, X),
+        (S, Event.ABANDON, F),
     ],
 )
 def test_allowed_moves(start, event, end):
@@ -44,6 +51,10 @@ def test_allowed_moves(start, event, end):
         (C, Event.CANCEL),
         (P, Event.COMPLETE),
         (X, Event.COMPLETE),
+        (L, Event.EXPIRE),
+        (C, Event.EXPIRE),
+        (P, Event.REVIVE),
+        (S, Event.COMPLETE),
         ("bogus", Event.CLAIM),
     ],
 )
@@ -62,3 +73,8 @@ def test_cancelled_prebooking_cannot_be_loaded():
 )
 def test_terminal_statuses(status, terminal):
     assert is_terminal(status) is terminal
+
+
+def test_session_expired_is_not_terminal_and_claimable_like_pending():
+    assert not is_terminal(S)
+    assert sources(Event.CLAIM) == {P, S}

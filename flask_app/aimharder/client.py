@@ -33,9 +33,13 @@ __all__ = [
     "AimHarderClient",
     "BookingOutcome",
     "BookingResult",
+    "DateProbe",
+    "ListingCheck",
     "PreparedBooking",
+    "SessionState",
     "box_base_url",
     "classify",
+    "classify_session",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,23 @@ class BookingOutcome(StrEnum):
     def is_final(self) -> bool:
         """Retrying the same request cannot change the answer."""
         return self is not BookingOutcome.TRANSIENT
+
+
+class ListingCheck(StrEnum):
+    """What re-reading the day's listing said about one class (the stale-claim recovery)."""
+
+    BOOKED = "booked"  # the user holds or queues for it
+    NOT_BOOKED = "not_booked"
+    UNKNOWN = "unknown"  # asked, could not tell (network, HTTP error, no such row, bad body)
+    IMPOSSIBLE = "impossible"  # could not ask: the prebooking has no numeric box id
+
+
+class SessionState(StrEnum):
+    """What one cheap authenticated read said about a stored session (the pre-flight)."""
+
+    ALIVE = "alive"
+    DEAD = "dead"  # `logout`, a redirect to the login page, or 401
+    UNKNOWN = "unknown"  # network trouble, 5xx, 403 (geo block), or an answer we can't read
 
 
 _SUCCESS = frozenset(
@@ -306,6 +327,32 @@ def _answer_result(
         latency=latency,
         raw=raw,
     )
+
+
+def classify_session(status_code: int, body: Any) -> SessionState:
+    """Map a `/api/bookings` answer to the state of the session that asked (reference §1.2)."""
+    if status_code == 401 or 300 <= status_code < 400:
+        return SessionState.DEAD  # AimHarder redirects dead sessions to its login page
+    if status_code != 200 or not isinstance(body, dict):
+        return SessionState.UNKNOWN
+    return SessionState.DEAD if body.get("logout") else SessionState.ALIVE
+
+
+@dataclass(frozen=True)
+class DateProbe:
+    """One cheap request's `Date` header and when, by our clock, it left and its answer came.
+
+    The box host stamped the header at some instant between `sent_at` and `received_at`.
+    """
+
+    sent_at: datetime
+    received_at: datetime
+    date_header: str | None
+    status_code: int
+
+
+def _ns_datetime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, UTC)
 
 
 def _row_is_booked(row: Mapping[str, Any]) -> bool:
@@ -610,33 +657,80 @@ class AimHarderClient:
             raise
         return sock
 
-    def is_booked(
+    def _listing(
         self,
-        *,
         box: str,
-        class_id: str,
+        box_id: str | None,
         day: str,
         family_id: str | None,
         cookies: Mapping[str, str],
-    ) -> bool | None:
-        """Re-read the day's listing: True booked/waitlisted, False not, None can't tell."""
-        params = {
-            "day": day,
-            "box": box,
-            "familyId": family_id or "",
-            "_": str(time.time_ns() // 1_000_000),
-        }
+    ) -> httpx.Response | None:
+        """GET the day's listing (reference §1.3: `box` is the NUMERIC box id); None: no answer."""
+        params = {"day": day, "familyId": family_id or "", "_": str(time.time_ns() // 1_000_000)}
+        if box_id:
+            params["box"] = box_id
         try:
-            response = self._http.get(
+            return self._http.get(
                 self._url(box, "/api/bookings"), params=params, headers=self._headers(box, cookies)
             )
         except httpx.TransportError as exc:
             log.warning("aimharder listing failed box=%s: %s", box, type(exc).__name__)
             return None
-        if response.status_code != 200:
-            return None
+
+    def check_booked(
+        self,
+        *,
+        box: str,
+        box_id: str | None,
+        class_id: str,
+        day: str,
+        family_id: str | None,
+        cookies: Mapping[str, str],
+    ) -> ListingCheck:
+        """Re-read the day's listing for one class session (asks nothing without `box_id`)."""
+        if not box_id:
+            return ListingCheck.IMPOSSIBLE
+        response = self._listing(box, box_id, day, family_id, cookies)
+        if response is None or response.status_code != 200:
+            return ListingCheck.UNKNOWN
         row = _find_row(_parse_body(response), class_id)
-        return None if row is None else _row_is_booked(row)
+        if row is None:
+            return ListingCheck.UNKNOWN
+        return ListingCheck.BOOKED if _row_is_booked(row) else ListingCheck.NOT_BOOKED
+
+    def check_session(
+        self, *, box: str, box_id: str | None, day: str, cookies: Mapping[str, str]
+    ) -> SessionState:
+        """One cheap authenticated read (the day's listing): is the stored session alive?"""
+        response = self._listing(box, box_id, day, None, cookies)
+        if response is None:
+            return SessionState.UNKNOWN
+        return classify_session(response.status_code, _parse_body(response))
+
+    def probe_date(self, box: str) -> DateProbe | None:
+        """One cheap unauthenticated request (`HEAD /`) for the box host's `Date` header.
+
+        None when no answer came. Our timestamps bracket the request as closely as httpx lets
+        us: the host stamped its `Date` between them.
+        """
+        url = self._url(box, "/")
+        sent_ns = time.time_ns()
+        try:
+            response = self._http.head(url, headers={"Accept": "*/*"})
+        except httpx.TransportError as exc:
+            log.info("aimharder date probe failed box=%s: %s", box, type(exc).__name__)
+            return None
+        received_ns = time.time_ns()
+        return DateProbe(
+            _ns_datetime(sent_ns),
+            _ns_datetime(received_ns),
+            response.headers.get("Date"),
+            response.status_code,
+        )
+
+    def host_of(self, box: str) -> str:
+        """The base URL a box's requests go to (boxes behind one URL share one clock)."""
+        return box_base_url(box, self._base_url)
 
     def warm_up(self, box: str) -> None:
         """Open (or keep) a pooled keep-alive connection to the box host; never raises."""

@@ -8,12 +8,12 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import BadRequest
 
-from flask_app import paths, periodic
+from flask_app import notify, paths, periodic
 from flask_app.api.auth import AuthError, current_principal, require
 from flask_app.api.errors import error
 from flask_app.api.schemas import EmailOnly, ListQuery, PrebookingCreate, SessionPut
 from flask_app.api.tokens import Scope
-from flask_app.core import events, repository, sessions
+from flask_app.core import events, preflight, repository, sessions
 from flask_app.core.dispatch import get_dispatcher
 from flask_app.db import get_session
 from flask_app.models import Prebooking
@@ -70,7 +70,9 @@ def _conflict(exc: repository.Conflict) -> tuple[Response, int]:
 
 @bp.errorhandler(repository.BadInput)
 def _bad_input(exc: repository.BadInput) -> tuple[Response, int]:
-    return error(422, str(exc))
+    if exc.field is None:
+        return error(422, str(exc))
+    return error(422, str(exc), details=[{"field": exc.field, "problem": exc.problem}])
 
 
 @bp.errorhandler(sessions.SessionKeyError)
@@ -92,6 +94,16 @@ def _json_body() -> Any:
     return body
 
 
+@bp.errorhandler(notify.NotifyUnavailable)
+def _no_notify(exc: notify.NotifyUnavailable) -> tuple[Response, int]:
+    return error(503, f"{exc}; notify_url cannot be used")
+
+
+@bp.errorhandler(notify.BadNotifyUrl)
+def _bad_notify_url(exc: notify.BadNotifyUrl) -> tuple[Response, int]:
+    return error(422, f"notify_url: {exc}", details=[{"field": "notify_url", "problem": str(exc)}])
+
+
 def _saving(session: Session, change: str) -> repository.BeforeCommit:
     """Announce the change inside its transaction (the QStash outbox writes what it owes)."""
 
@@ -105,6 +117,7 @@ def _saving(session: Session, change: str) -> repository.BeforeCommit:
 def create_prebooking() -> tuple[Response, int]:
     body = PrebookingCreate.model_validate(_json_body())
     _check_acts_for(body.user_email)
+    notify.check_url(body.notify_url, current_app.config)
     session = get_session()
     row = repository.create(session, body, _clock.now(), _saving(session, "created"))
     logs.bind(prebooking_id=row.id)
@@ -144,14 +157,19 @@ def put_session(user_email: str) -> Response:
     email = EmailOnly.model_validate({"user_email": user_email}).user_email.lower()
     _check_acts_for(email)
     body = SessionPut.model_validate(_json_body())
+    notify.check_url(body.notify_url, current_app.config)
     session = get_session()
-    row = sessions.store_cookies(session, sessions.get_cipher(), email, body.cookies)
+    cipher = sessions.get_cipher()
+    row = sessions.store_cookies(session, cipher, email, body.cookies, notify_url=body.notify_url)
+    revived = preflight.revive(session, email, _clock.now())  # a fresh session: book them
     session.commit()
     return jsonify(
         {
             "user_email": email,
             "cookie_names": sorted(body.cookies),
             "updated_at": row.updated_at.isoformat(),
+            "notify_url": row.notify_url,
+            "revived": revived,
         }
     )
 

@@ -56,7 +56,12 @@ from sqlalchemy.orm import Session
 
 from flask_app import config
 from flask_app.aimharder.answers import AnswerReader
-from flask_app.aimharder.client import BookingOutcome, BookingResult, PreparedBooking
+from flask_app.aimharder.client import (
+    BookingOutcome,
+    BookingResult,
+    ListingCheck,
+    PreparedBooking,
+)
 from flask_app.core.execution import (
     Action,
     Attempt,
@@ -70,6 +75,7 @@ from flask_app.core.execution import (
     mark_sent_many,
     process_token,
     record,
+    recovery_note,
     release,
     unsent_counts,
 )
@@ -283,6 +289,7 @@ class Member:
     sends: int = 0
     first_sent_at: datetime | None = None
     settled: bool = False
+    note: dict[str, Any] = field(default_factory=dict)  # what the recovery's listing check said
 
     @property
     def id(self) -> str:
@@ -884,11 +891,15 @@ class Dispatcher:
     def _prepare_one(self, member: Member) -> None:
         assert member.cookies is not None
         if member.claimed.book_sent_at is not None:
-            booked = self.executor.client.is_booked(**member.form, cookies=member.cookies)
-            if booked:
+            box_id = member.claimed.booking_data.get("box_id")
+            check = self.executor.client.check_booked(
+                **member.form, box_id=box_id, cookies=member.cookies
+            )
+            if check is ListingCheck.BOOKED:
                 member.settled = True
                 self._finish(member, confirmed_result(self.clock.now()), confirmed=True)
                 return
+            member.note = recovery_note(member.id, check)
         member.prepared = self._prepared(member)
 
     def _prepared(self, member: Member) -> PreparedBooking | None:
@@ -1033,7 +1044,14 @@ class Dispatcher:
         detail = {"fired_by": member.role, "rank": member.rank, "sends": member.sends}
         with self.executor.sessions() as session:
             attempt = record(
-                session, member.claimed, won, result, fired_at, self.clock.now(), detail
+                session,
+                member.claimed,
+                won,
+                result,
+                fired_at,
+                self.clock.now(),
+                detail,
+                member.note,
             )
         if confirmed:
             return replace(attempt, action=Action.CONFIRMED, fired_at=None, booking_latency=None)

@@ -24,3 +24,9 @@ prebooking_created = _signals.signal("prebooking-created")
 
 #: Sent after a prebooking was cancelled and committed (same sender and kwargs).
 prebooking_cancelled = _signals.signal("prebooking-cancelled")
+
+#: Sent inside the transaction in which the pre-flight marks prebookings session_expired (their
+#: stored session is dead), before its commit. sender: the Flask app; kwargs:
+#: prebooking_ids=list[str], session=Session, now=datetime. Receivers add to `session` and never
+#: commit (flask_app/notify.py owes the users' events here).
+sessions_expired = _signals.signal("sessions-expired")

@@ -22,7 +22,12 @@ from sqlalchemy import Table, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from flask_app.aimharder.client import BookingOutcome, BookingResult, PreparedBooking
+from flask_app.aimharder.client import (
+    BookingOutcome,
+    BookingResult,
+    ListingCheck,
+    PreparedBooking,
+)
 from flask_app.aimharder.firing import FiringLine
 from flask_app.core import events
 from flask_app.core.prebooking import Event, PrebookingStatus, sources, transition
@@ -41,9 +46,16 @@ class BookingClient(Protocol):
         self, *, box: str, class_id: str, day: str, family_id: str | None, cookies: dict[str, str]
     ) -> BookingResult: ...
 
-    def is_booked(
-        self, *, box: str, class_id: str, day: str, family_id: str | None, cookies: dict[str, str]
-    ) -> bool | None: ...
+    def check_booked(
+        self,
+        *,
+        box: str,
+        box_id: str | None,
+        class_id: str,
+        day: str,
+        family_id: str | None,
+        cookies: dict[str, str],
+    ) -> ListingCheck: ...
 
 
 class Action(StrEnum):
@@ -212,6 +224,7 @@ def _claim_statement() -> Any:
     col = table.c
     now = bindparam("now", type_=UTCDateTime())
     claimable = or_(
+        # pending, or session_expired: at the instant we still try (the user may have re-logged)
         col.status.in_(sorted(sources(Event.CLAIM))),
         and_(col.status == PrebookingStatus.LOADED, col.claim_expires_at < now),
     )
@@ -368,10 +381,19 @@ def _write_if_owned(session: Session, claimed: Claimed, **values: Any) -> bool:
     return bool(done)
 
 
-def finish(session: Session, claimed: Claimed, result: BookingResult, now: datetime) -> bool:
-    """Record a final outcome; False if the claim was lost meanwhile (nothing written)."""
+def finish(
+    session: Session,
+    claimed: Claimed,
+    result: BookingResult,
+    now: datetime,
+    note: dict[str, Any] | None = None,
+) -> bool:
+    """Record a final outcome; False if the claim was lost meanwhile (nothing written).
+
+    note: extra keys for the stored result (e.g. what the recovery's listing check said).
+    """
     event = Event.COMPLETE if result.outcome.is_success else Event.FAIL
-    payload = result.to_json() | {"executedAt": now.isoformat()}
+    payload = result.to_json() | (note or {}) | {"executedAt": now.isoformat()}
     return _write_if_owned(
         session,
         claimed,
@@ -603,15 +625,20 @@ class Executor:
                 won, action=Action.FAILED, status=PrebookingStatus.FAILED, detail={"reason": reason}
             )
         form = _form(claimed.booking_data)
-        if claimed.book_sent_at is not None and self.client.is_booked(**form, cookies=cookies):
-            return self._confirmed(session, claimed, won)
+        note: dict[str, Any] = {}
+        if claimed.book_sent_at is not None:
+            box_id = claimed.booking_data.get("box_id")
+            check = self.client.check_booked(**form, box_id=box_id, cookies=cookies)
+            if check is ListingCheck.BOOKED:
+                return self._confirmed(session, claimed, won)
+            note = recovery_note(claimed.id, check)
         if not mark_sent(session, claimed, self.clock.now()):
             return replace(won, action=Action.LOST_CLAIM, detail={"lease": "lost"})
         fire = max(claimed.available_at, fire_at or claimed.available_at)
         result, fired_at = self._book_at(fire, form, cookies)
         if settle_at is not None and settle_at > self.clock.now():
             self.clock.sleep_until(settle_at)
-        return self._record(session, claimed, won, result, fired_at)
+        return self._record(session, claimed, won, result, fired_at, note)
 
     def _book_at(
         self, fire: datetime, form: dict[str, Any], cookies: dict[str, str]
@@ -675,8 +702,9 @@ class Executor:
         won: Attempt,
         result: BookingResult,
         fired_at: datetime,
+        note: dict[str, Any] | None = None,
     ) -> Attempt:
-        return record(session, claimed, won, result, fired_at, self.clock.now())
+        return record(session, claimed, won, result, fired_at, self.clock.now(), note=note)
 
 
 def record(
@@ -687,13 +715,17 @@ def record(
     fired_at: datetime,
     now: datetime,
     detail: dict[str, Any] | None = None,
+    note: dict[str, Any] | None = None,
 ) -> Attempt:
     """Write what a booking request came to (final: finish; transient: release for a retry)
-    and describe it as the arrival's Attempt."""
+    and describe it as the arrival's Attempt.
+
+    note: what the recovery's listing check said (stored with the result and in the detail).
+    """
     timed = replace(won, outcome=result.outcome, fired_at=fired_at, booking_latency=result.latency)
-    extra = detail or {}
+    extra = (detail or {}) | (note or {})
     if result.outcome.is_final:
-        kept = finish(session, claimed, result, now)
+        kept = finish(session, claimed, result, now, note)
         event = Event.COMPLETE if result.outcome.is_success else Event.FAIL
         return replace(
             timed,
@@ -730,6 +762,24 @@ def confirmed_result(now: datetime) -> BookingResult:
         latency=timedelta(0),
         raw={},
     )
+
+
+def recovery_note(prebooking_id: str, check: ListingCheck) -> dict[str, Any]:
+    """What to record when a previous owner may have sent the booking and the listing did not
+    confirm it: the booking is sent again (AimHarder refuses a double booking with
+    NOPUEDESRESERVAMISMAHORA, which counts as booked), but not silently."""
+    if check is ListingCheck.NOT_BOOKED:
+        return {"recovery_check": check.value}
+    why = (
+        "no booking_data.box_id, so AimHarder's listing could not be asked"
+        if check is ListingCheck.IMPOSSIBLE
+        else "AimHarder's listing could not tell"
+    )
+    log.warning("prebooking %s: recovery check %s (%s); sending again", prebooking_id, check, why)
+    return {
+        "recovery_check": check.value,
+        "recovery_note": f"a previous attempt may have reached AimHarder; {why}; sent again",
+    }
 
 
 def _form(booking_data: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,9 @@ class PrebookingStatus(StrEnum):
     COMPLETED = "completed"  # booked (or waitlisted, or already booked by the user)
     FAILED = "failed"  # AimHarder refused, or it could not be executed
     CANCELLED = "cancelled"  # the user withdrew it before it ran
+    # The stored AimHarder session failed its pre-flight check. Still bookable: a new session
+    # (PUT /api/sessions/<email>) revives it to pending, and at the instant we still try.
+    SESSION_EXPIRED = "session_expired"
 
 
 class Event(StrEnum):
@@ -25,6 +28,8 @@ class Event(StrEnum):
     RELEASE = "release"  # the owner gives it back untouched (nothing was sent to AimHarder)
     CANCEL = "cancel"
     ABANDON = "abandon"  # given up without execution (e.g. its QStash message died in the DLQ)
+    EXPIRE = "expire"  # the pre-flight check found the stored session dead
+    REVIVE = "revive"  # the user stored a new session
 
 
 class IllegalTransition(Exception):
@@ -36,12 +41,13 @@ class IllegalTransition(Exception):
         self.event = event
 
 
-P, L, C, F, X = (
+P, L, C, F, X, S = (
     PrebookingStatus.PENDING,
     PrebookingStatus.LOADED,
     PrebookingStatus.COMPLETED,
     PrebookingStatus.FAILED,
     PrebookingStatus.CANCELLED,
+    PrebookingStatus.SESSION_EXPIRED,
 )
 
 TRANSITIONS: dict[tuple[PrebookingStatus, Event], PrebookingStatus] = {
@@ -52,6 +58,11 @@ TRANSITIONS: dict[tuple[PrebookingStatus, Event], PrebookingStatus] = {
     (L, Event.RELEASE): P,
     (P, Event.CANCEL): X,
     (P, Event.ABANDON): F,
+    (P, Event.EXPIRE): S,
+    (S, Event.REVIVE): P,
+    (S, Event.CLAIM): L,  # at the instant we still try: the user may have logged in again
+    (S, Event.CANCEL): X,
+    (S, Event.ABANDON): F,
 }
 
 TERMINAL = frozenset({C, F, X})

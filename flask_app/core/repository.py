@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from flask_app.api.schemas import ListQuery, PrebookingCreate
 from flask_app.core.prebooking import Event, sources, transition
+from flask_app.core.window import Window, WindowError, resolve
 from flask_app.models import Prebooking, is_valid_id
 
 # A window that opened this long ago is a mistake on the caller's side, not a prebooking.
@@ -31,7 +32,12 @@ class Conflict(Exception):
 
 
 class BadInput(ValueError):
-    """Valid syntax, unusable value (explained in the message)."""
+    """Valid syntax, unusable value (explained in the message; `field` names it when known)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.problem = message
 
 
 def to_json(row: Prebooking) -> dict[str, Any]:
@@ -48,7 +54,42 @@ def to_json(row: Prebooking) -> dict[str, Any]:
         "executed_at": row.executed_at.isoformat() if row.executed_at else None,
         "result": row.result,
         "error_message": row.error_message,
+        "class_start": row.class_start.isoformat() if row.class_start else None,
+        "box_timezone": row.box_timezone,
+        "notify_url": row.notify_url,
+        "session_checked_at": row.session_checked_at.isoformat()
+        if row.session_checked_at
+        else None,
     }
+
+
+def window_of(body: PrebookingCreate, now: datetime) -> Window:
+    """The prebooking's window: available_at as given, or computed from the class and rule.
+
+    Raises:
+        BadInput: naming the field (missing rule, class in the past, day mismatch, the window
+        implausibly far in the past or future).
+    """
+    try:
+        window = resolve(
+            day=body.booking_data.day,
+            now=now,
+            available_at=body.available_at,
+            class_start=body.class_start,
+            zone=body.box_timezone,
+            rule=body.rule,
+        )
+    except WindowError as exc:
+        raise BadInput(exc.problem, exc.field) from None
+    given = body.available_at is not None
+    field, subject = (
+        ("available_at", "is") if given else ("class_start", "gives a window that opens")
+    )
+    if window.available_at < now - MAX_PAST:
+        raise BadInput(f"{subject} more than 24 hours in the past", field)
+    if window.available_at > now + MAX_AHEAD:
+        raise BadInput(f"{subject} more than 400 days ahead", field)
+    return window
 
 
 #: Called with the changed row inside its transaction, before the commit (see
@@ -66,16 +107,16 @@ def create(
     """Insert a pending prebooking (committed, with whatever `before_commit` added).
 
     Raises:
-        BadInput: the window opening is implausibly far in the past or future.
+        BadInput: see window_of.
     """
-    if body.available_at < now - MAX_PAST:
-        raise BadInput("available_at is more than 24 hours in the past")
-    if body.available_at > now + MAX_AHEAD:
-        raise BadInput("available_at is more than 400 days ahead")
+    window = window_of(body, now)
     row = Prebooking(
         user_email=body.user_email,
         booking_data=body.booking_data.model_dump(),
-        available_at=body.available_at,
+        available_at=window.available_at,
+        class_start=window.class_start,
+        box_timezone=window.box_timezone,
+        notify_url=body.notify_url,
         status="pending",
         created_at=now,
         updated_at=now,
@@ -169,5 +210,6 @@ def cancel(
         before_commit(row)
     session.commit()
     if not changed:
-        raise Conflict(f"prebooking is {row.status}; only pending prebookings can be cancelled")
+        waiting = " or ".join(sorted(sources(Event.CANCEL)))
+        raise Conflict(f"prebooking is {row.status}; only {waiting} prebookings can be cancelled")
     return row

@@ -84,15 +84,23 @@ def unseal(cipher: MultiFernet, email: str, token: str) -> dict[str, str]:
 
 
 def store_cookies(
-    session: Session, cipher: MultiFernet, email: str, cookies: Mapping[str, str]
+    session: Session,
+    cipher: MultiFernet,
+    email: str,
+    cookies: Mapping[str, str],
+    *,
+    notify_url: str | None = None,
 ) -> UserSession:
-    """Insert or replace the user's cookies (caller commits)."""
+    """Insert or replace the user's cookies, and their default notify_url when given (caller
+    commits)."""
     row = session.get(UserSession, email)
     if row is None:
         row = UserSession(user_email=email, cookies_encrypted=seal(cipher, email, cookies))
         session.add(row)
     else:
         row.cookies_encrypted = seal(cipher, email, cookies)
+    if notify_url is not None:
+        row.notify_url = notify_url
     return row
 
 

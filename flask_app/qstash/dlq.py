@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from flask_app import background, paths
 from flask_app.core.execution import abandon
-from flask_app.core.prebooking import PrebookingStatus
+from flask_app.core.prebooking import Event, sources
 from flask_app.db import get_db
 from flask_app.models import Prebooking
 from flask_app.qstash import outbox
@@ -82,7 +82,7 @@ def _settle(
     if row is None:
         return "unknown", prebooking_id
     session.refresh(row)
-    if row.status != PrebookingStatus.PENDING:
+    if row.status not in sources(Event.CLAIM):  # pending or session_expired: still to book
         return f"already_{row.status}", row.id
     if row.qstash_message_id not in (None, entry.message_id):
         return "superseded", row.id  # a newer message exists for it (e.g. re-published)

@@ -8,6 +8,9 @@ by every process's background runner (`drain`, every second) with exponential ba
 `max_attempts`; a given-up entry stays in the table (health, metrics) while the relay (windows
 far enough ahead) and the dispatcher's sweep (at the instant) still cover its prebooking.
 
+A `notify` entry owes an outcome event to the user's notify_url: flask_app/notify.py writes it
+and plugs in how its message is built (`NOTIFY_BUILDER`), so this module imports nothing of it.
+
 One claimant across processes and instances: an entry is taken with one conditional UPDATE
 (a lease: `leased_by`, `lease_expires_at`), and every later write checks the lease.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -33,7 +36,7 @@ from flask_app.core.execution import get_executor
 from flask_app.db import get_db
 from flask_app.models import OutboxEntry, Prebooking
 from flask_app.observe import metrics
-from flask_app.qstash.gateway import Gateway, QStashError, QStashRejected, get_gateway
+from flask_app.qstash.gateway import Gateway, Message, QStashError, QStashRejected, get_gateway
 from flask_app.qstash.publish import is_publishing, plan_rows, send
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,13 @@ class OutboxAction(StrEnum):
 
     PUBLISH = "publish"
     CANCEL = "cancel"
+    NOTIFY = "notify"  # an outcome event to the user's notify_url (flask_app/notify.py)
+
+
+#: app.extensions key of the function that builds a `notify` entry's message from its
+#: prebooking as it is now (None: nothing to announce any more).
+NOTIFY_BUILDER = "qstash_outbox_notify"
+NotifyBuilder = Callable[[Session, Prebooking, datetime], Message | None]
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class OutboxReport:
 
     published: int = 0
     cancelled: int = 0
+    notified: int = 0
     settled: int = 0  # nothing to do any more (not pending, not in the rollout, ...)
     retrying: int = 0
     gave_up: int = 0
@@ -186,8 +197,35 @@ def deliver(
     for entry in entries:
         if entry.action == OutboxAction.CANCEL:
             _cancel(session, entry, now, gateway, settings, report)
+        elif entry.action == OutboxAction.NOTIFY:
+            _notify(session, entry, now, gateway, settings, report)
     session.commit()
     return report
+
+
+def _notify(
+    session: Session,
+    entry: OutboxEntry,
+    now: datetime,
+    gateway: Gateway,
+    settings: OutboxSettings,
+    report: OutboxReport,
+) -> None:
+    build: NotifyBuilder | None = current_app.extensions.get(NOTIFY_BUILDER)
+    row = session.get(Prebooking, entry.prebooking_id)
+    message = build(session, row, now) if build is not None and row is not None else None
+    if message is None:  # nothing to announce any more (e.g. revived meanwhile)
+        session.delete(entry)
+        report.settled += 1
+        return
+    try:
+        gateway.publish(message)
+    except QStashError as exc:
+        final = isinstance(exc, QStashRejected)
+        _retry(entry, f"notify: {exc}", now, settings, report, final=final)
+        return
+    session.delete(entry)
+    report.notified += 1
 
 
 def _publish(
@@ -350,7 +388,7 @@ def drain(now: datetime) -> dict[str, Any]:
 
 
 def _add(total: OutboxReport, part: OutboxReport) -> None:
-    for name in ("published", "cancelled", "settled", "retrying", "gave_up"):
+    for name in ("published", "cancelled", "notified", "settled", "retrying", "gave_up"):
         setattr(total, name, getattr(total, name) + getattr(part, name))
     for skip, count in part.skipped.items():
         total.skipped[skip] = total.skipped.get(skip, 0) + count

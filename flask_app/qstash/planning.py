@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
+from flask_app.core.prebooking import Event, sources
 from flask_app.qstash.gateway import Message
 
 EXECUTE_PATH = "/api/qstash/prebooking-execute"
@@ -139,7 +140,7 @@ def plan_row(
     crowd_rank: int = 0,
 ) -> Message | Skip:
     """One prebooking's message, or why it gets none: the rule create, relay and backfill share."""
-    if row.status != "pending":
+    if row.status not in sources(Event.CLAIM):  # pending, or session_expired (still tried)
         return Skip.NOT_PENDING
     if row.qstash_message_id:
         return Skip.ALREADY_PUBLISHED

@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy import and_, not_, or_, select
 from sqlalchemy.orm import Session
 
-from flask_app.core.prebooking import PrebookingStatus
+from flask_app.core.prebooking import Event, sources
 from flask_app.models import Prebooking
 from flask_app.qstash.dlq import DLQ_MARK
 from flask_app.qstash.gateway import Gateway, get_gateway
@@ -54,7 +54,7 @@ def _relay_query(now: datetime, horizon: datetime, after: tuple[datetime, str] |
     stmt = (
         select(Prebooking)
         .where(
-            Prebooking.status == PrebookingStatus.PENDING,
+            Prebooking.status.in_(sources(Event.CLAIM)),  # pending or session_expired
             Prebooking.qstash_message_id.is_(None),
             Prebooking.available_at > now,
             Prebooking.available_at <= horizon,

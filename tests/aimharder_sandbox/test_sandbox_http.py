@@ -61,9 +61,10 @@ def test_sessions_admin_sets_credits(http):
     assert _state(_book(http, "bob")) == -2
 
 
-def test_listing_and_cancel_round_trip(http):
+def test_listing_and_cancel_round_trip(http, sandbox):
     reservation = _book(http).json()["id"]
-    rows = http.get("/api/bookings", params={"day": DAY}, headers={"Cookie": "amhrdrauth=alice"})
+    params = {"day": DAY, "box": sandbox.box_id()}
+    rows = http.get("/api/bookings", params=params, headers={"Cookie": "amhrdrauth=alice"})
     assert [(r["id"], r["bookState"], r["idres"]) for r in rows.json()["bookings"]] == [
         ("101", 1, reservation)
     ]

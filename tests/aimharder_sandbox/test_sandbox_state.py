@@ -83,7 +83,8 @@ def test_cancel_frees_the_place_and_promotes_the_waitlist():
     _book(state, "b")
     assert state.cancel(reservation_id=first["id"], user="b") == {"cancelState": 3}
     assert state.cancel(reservation_id=first["id"], user="a") == {"cancelState": 1}
-    rows = state.listing(box="sandbox", day=DAY, user="b")["bookings"]
+    rows = state.listing(box="sandbox", day=DAY, user="b", box_param=state.box_id("sandbox"))
+    rows = rows["bookings"]
     assert [(r["id"], r["bookState"], r["ocupation"]) for r in rows] == [("101", 1, 1)]
 
 

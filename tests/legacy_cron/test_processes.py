@@ -15,7 +15,7 @@ from aimharder_sandbox.testing import run_sandbox
 from flask_app.core.dispatch import get_dispatcher
 from flask_app.models import Prebooking
 from tests.conftest import CRON_SECRET
-from tests.factories import booking_data, make_prebooking, store_session
+from tests.factories import BOX_ID, booking_data, make_prebooking, store_session
 from tests.fakes import FakeClock
 from tests.legacy_cron import workers
 
@@ -71,6 +71,7 @@ def test_overlapping_ticks_in_several_processes_book_each_prebooking_once(
 @pytest.fixture
 def sandbox():
     with run_sandbox() as running:
+        running.set_box_id(BOX_ID)  # the prebookings' booking_data.box_id: the listing answers
         yield running
 
 

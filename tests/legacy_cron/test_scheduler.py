@@ -27,6 +27,8 @@ def row(id_="a", status="pending", available_at=NOW - S, created_at=NOW - 60 * S
         (row(status="completed"), False),
         (row(status="failed"), False),
         (row(status="cancelled"), False),
+        (row(status="session_expired"), True),  # pre-flight found it dead: still tried
+        (row(status="session_expired", available_at=NOW + S), False),
     ],
 )
 def test_due_means_open_and_pending_or_claimed_with_an_expired_lease(candidate, due):

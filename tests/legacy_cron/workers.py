@@ -52,7 +52,7 @@ class HangingClient:
         self.entered.set()
         time.sleep(3600)
 
-    def is_booked(self, **_: Any) -> bool | None:
+    def check_booked(self, **_: Any) -> Any:
         raise AssertionError("a first claim has nothing to ask about")
 
 

@@ -10,9 +10,12 @@ from typing import Any
 
 import httpx
 
+from aimharder_sandbox.state import default_box_id
 from tests.reliability.stack import AUTH, EXECUTE_URL
 
 DAY = "20261202"
+#: The sandbox box's own numeric id (its listing answers only for it).
+BOX_ID = default_box_id("sandbox")
 
 
 def store_cookies(client: Any, email: str) -> None:
@@ -27,7 +30,7 @@ def create(client: Any, email: str, opens: datetime, class_id: str) -> dict[str,
     body = {
         "user_email": email,
         "available_at": opens.isoformat(),
-        "booking_data": {"box": "sandbox", "class_id": class_id, "day": DAY},
+        "booking_data": {"box": "sandbox", "box_id": BOX_ID, "class_id": class_id, "day": DAY},
     }
     resp = client.post("/api/prebookings", json=body, headers=AUTH)
     assert resp.status_code == 201, resp.json

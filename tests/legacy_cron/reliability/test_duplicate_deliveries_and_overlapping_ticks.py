@@ -25,6 +25,7 @@ import pytest
 import qstash
 from sqlalchemy import create_engine, func, select
 
+from aimharder_sandbox.state import default_box_id
 from aimharder_sandbox.testing import Sandbox, run_sandbox
 from flask_app.models import Prebooking
 from flask_app.qstash.planning import is_in_rollout
@@ -89,7 +90,12 @@ def create_all(http: httpx.Client, plan: Plan) -> dict[tuple[str, str], dict[str
         body = {
             "user_email": email,
             "available_at": plan.opens[class_id].isoformat(),
-            "booking_data": {"box": "sandbox", "class_id": class_id, "day": DAY},
+            "booking_data": {
+                "box": "sandbox",
+                "box_id": default_box_id("sandbox"),
+                "class_id": class_id,
+                "day": DAY,
+            },
         }
         resp = http.post("/api/prebookings", json=body)
         assert resp.status_code == 201, resp.text

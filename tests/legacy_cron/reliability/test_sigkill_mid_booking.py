@@ -18,6 +18,7 @@ import pytest
 import qstash
 from sqlalchemy import create_engine
 
+from aimharder_sandbox.state import default_box_id
 from aimharder_sandbox.testing import run_sandbox
 from flask_app.models import Prebooking
 from qstash_dev.testing import run_server
@@ -89,7 +90,12 @@ def run(stack, *, after_aimharder_booked):
     body = {
         "user_email": EMAIL,
         "available_at": opens.isoformat(),
-        "booking_data": {"box": "sandbox", "class_id": "5001", "day": DAY},
+        "booking_data": {
+            "box": "sandbox",
+            "box_id": default_box_id("sandbox"),
+            "class_id": "5001",
+            "day": DAY,
+        },
     }
     created = http.post("/api/prebookings", json=body).json()
     if after_aimharder_booked:

@@ -1,7 +1,7 @@
 """class key on prebookings, fire_groups, dispatch_processes (dispatcher: FIFO per class)
 
-Revision ID: 0005_class_key
-Revises: 0004_api_tokens
+Revision ID: 0006_class_key
+Revises: 0005_gym
 Create Date: 2026-11-26 09:00:00
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import flask_app.models
 
-revision = "0005_class_key"
-down_revision = "0004_api_tokens"
+revision = "0006_class_key"
+down_revision = "0005_gym"
 branch_labels = None
 depends_on = None
 
