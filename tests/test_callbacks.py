@@ -30,6 +30,7 @@ def clock():
 @pytest.fixture
 def app_overrides(clock):
     return {
+        "GYM_CLOCK_MARGIN_MS": 0.0,  # fire at the opening by the test clock
         "QSTASH_GATEWAY": FakeGateway(),
         "QSTASH_ENABLED": True,
         "APP_BASE_URL": BASE,

@@ -36,6 +36,7 @@ def gateway():
 def app_overrides(clock, gateway):
     return {
         "CLOCK": clock,
+        "GYM_CLOCK_MARGIN_MS": 0.0,  # fire at the opening by the test clock
         "QSTASH_GATEWAY": gateway,
         "QSTASH_ENABLED": True,
         "LEGACY_CRON_ENABLED": False,
