@@ -18,7 +18,7 @@ from aimharder_sandbox.testing import run_sandbox
 from flask_app import create_app
 from flask_app.models import Prebooking
 from tests.conftest import API_TOKEN, CRON_SECRET
-from tests.factories import booking_data, make_prebooking, store_session
+from tests.factories import BOX_ID, booking_data, make_prebooking, store_session
 from tests.reliability.stack import (
     CRON_AUTH,
     CRON_URL,
@@ -41,6 +41,7 @@ def cluster():
 @pytest.fixture
 def stack(cluster, fernet_key):
     with private_database(cluster.admin_url) as db_url, run_sandbox() as sandbox:
+        sandbox.set_box_id(BOX_ID)  # the prebookings' box_id: a recovery can ask the listing
         app = create_app(
             {
                 "DATABASE_URL": db_url,
