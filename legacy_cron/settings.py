@@ -25,8 +25,8 @@ class CronSettings(BaseSettings):
     LEGACY_CRON_ENABLED: bool = True
     # Bearer secret cron-job.org sends; unset: the endpoint answers 503 (fail closed).
     CRON_SECRET: SecretStr | None = None
-    # A tick stops launching bookings that could not finish within the budget (cron-job.org
-    # gives up after 30 s), spaces launches by the stagger, and takes at most the limit.
+    # A tick stops arming after the budget (cron-job.org gives up after 30 s) and takes at most
+    # the limit; the dispatcher fires each class's ranks the stagger apart (docs/legacy_cron.md).
     CRON_TICK_BUDGET_S: Annotated[int, Field(ge=1)] = 20
     CRON_STAGGER_MS: Annotated[int, Field(ge=0)] = 50
     CRON_BATCH_LIMIT: Annotated[int, Field(ge=1)] = 50
