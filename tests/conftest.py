@@ -136,6 +136,7 @@ def app(app_config: dict[str, object]) -> Iterator[object]:
     application = create_app(app_config)
     yield application
     application.extensions["dispatcher"].wait_idle(10)  # nothing left writing to the database
+    application.extensions["dispatcher"].stop()
     application.extensions["db"].engine.dispose()
 
 

@@ -356,6 +356,7 @@ class Dispatcher:
         self._seq = itertools.count()
         self._held = 0
         self._queued = 0  # recorder jobs not yet done
+        self._stopped = False
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._prepare_pool: ThreadPoolExecutor | None = None
@@ -433,6 +434,13 @@ class Dispatcher:
             with self.executor.sessions() as session:
                 attempt = self.executor.why_not(session, base)
         self.executor.announce(attempt)
+
+    def stop(self) -> None:
+        """Stop this process's background loops (the app is going away: tests, shutdown);
+        whatever is still held stays claimed and is recovered after its lease."""
+        with self._lock:
+            self._stopped = True
+            self._lock.notify_all()
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until this process holds nothing and watches no class (tests, short-lived
@@ -579,7 +587,7 @@ class Dispatcher:
     def _run_heartbeat(self) -> None:
         # Only while it holds or watches something: an idle process has nothing to rescue.
         pause = self.settings.heartbeat.total_seconds()
-        while True:
+        while not self._stopped:
             if not self._is_idle():
                 self._beat()
             time.sleep(pause)
@@ -593,7 +601,7 @@ class Dispatcher:
             log.warning("dispatcher heartbeat not written", exc_info=True)
 
     def _run(self) -> None:
-        while True:
+        while not self._stopped:
             with self._lock:
                 groups = self._pop_due(self.clock.now())
                 if not groups:

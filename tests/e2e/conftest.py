@@ -66,5 +66,6 @@ def live_app(
     server.shutdown()
     thread.join(timeout=5)
     app.extensions["dispatcher"].wait_idle(10)
+    app.extensions["dispatcher"].stop()
     app.extensions["executor"].client.close()
     app.extensions["db"].engine.dispose()
