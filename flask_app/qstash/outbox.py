@@ -106,8 +106,20 @@ class OutboxReport:
 # --- writing entries (inside the change's transaction) -----------------------------------------
 
 
-def enqueue(session: Session, prebooking: Prebooking, action: OutboxAction, now: datetime) -> None:
-    """Add the entry to the session; the caller's commit writes it with the change."""
+def enqueue(
+    session: Session,
+    prebooking: Prebooking,
+    action: OutboxAction,
+    now: datetime,
+    *,
+    hold: timedelta = timedelta(0),
+) -> None:
+    """Add the entry to the session; the caller's commit writes it with the change.
+
+    hold: keep the runner off it this long, because the caller makes the call inline right
+    after its commit (`attempt_now`); otherwise a runner could lease it first and the API
+    would answer without the message id it was about to show.
+    """
     message_id = prebooking.qstash_message_id if action is OutboxAction.CANCEL else None
     session.add(
         OutboxEntry(
@@ -115,7 +127,7 @@ def enqueue(session: Session, prebooking: Prebooking, action: OutboxAction, now:
             action=action.value,
             message_id=message_id,
             created_at=now,
-            due_at=now,
+            due_at=now + hold,
             attempts=0,
         )
     )
@@ -123,12 +135,13 @@ def enqueue(session: Session, prebooking: Prebooking, action: OutboxAction, now:
 
 def _on_saving(app: Flask, prebooking: Prebooking, session: Session, change: str, **_: Any) -> None:
     now = get_executor(app).clock.now()
+    hold = OutboxSettings.from_config(app.config).inline_within  # _on_committed tries it inline
     if change == "created" and is_publishing(app.config):
-        enqueue(session, prebooking, OutboxAction.PUBLISH, now)
+        enqueue(session, prebooking, OutboxAction.PUBLISH, now, hold=hold)
     elif change == "cancelled" and (
         prebooking.qstash_message_id or _publish_owed(session, prebooking.id)
     ):
-        enqueue(session, prebooking, OutboxAction.CANCEL, now)
+        enqueue(session, prebooking, OutboxAction.CANCEL, now, hold=hold)
 
 
 def _on_committed(app: Flask, prebooking: Prebooking, session: Session, **_: Any) -> None:
@@ -144,8 +157,12 @@ def _on_committed(app: Flask, prebooking: Prebooking, session: Session, **_: Any
 # --- claiming and doing ----------------------------------------------------------------------
 
 
-def _due(now: datetime) -> Any:
+def _due(now: datetime, *, held_too: bool = False) -> Any:
+    """Entries a claimant may lease now: not given up, not leased; and due, unless `held_too`
+    (the inline attempt takes its own held entries at once)."""
     free = or_(OutboxEntry.lease_expires_at.is_(None), OutboxEntry.lease_expires_at < now)
+    if held_too:
+        return and_(OutboxEntry.gave_up_at.is_(None), free)
     return and_(OutboxEntry.gave_up_at.is_(None), OutboxEntry.due_at <= now, free)
 
 
@@ -156,15 +173,17 @@ def claim(
     settings: OutboxSettings,
     prebooking_ids: Sequence[str] | None = None,
 ) -> list[int]:
-    """Lease the due entries (of `prebooking_ids` only, when given): one conditional UPDATE,
-    re-checked per row, so two claimants never both take an entry."""
-    pick = select(OutboxEntry.id).where(_due(now))
+    """Lease the due entries (of `prebooking_ids` only, when given: then held ones too, as the
+    inline attempt of the change that wrote them): one conditional UPDATE, re-checked per row,
+    so two claimants never both take an entry."""
+    inline = prebooking_ids is not None
+    pick = select(OutboxEntry.id).where(_due(now, held_too=inline))
     if prebooking_ids is not None:
         pick = pick.where(OutboxEntry.prebooking_id.in_(list(prebooking_ids)))
     pick = pick.order_by(OutboxEntry.due_at, OutboxEntry.id).limit(settings.batch)
     stmt = (
         update(OutboxEntry)
-        .where(OutboxEntry.id.in_(pick.scalar_subquery()), _due(now))
+        .where(OutboxEntry.id.in_(pick.scalar_subquery()), _due(now, held_too=inline))
         .values(
             leased_by=owner,
             lease_expires_at=now + settings.lease,
