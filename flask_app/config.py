@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     # Arrivals older than this are deleted by the daily cleanup (celery.backend_cleanup), and a
     # parity report cannot reach further back.
     ARRIVALS_RETENTION_DAYS: PositiveInt = 90
+    # The outbox (flask_app/qstash/outbox.py): a create or cancel makes its QStash call inline
+    # for at most OUTBOX_INLINE_S (the API answers within 2 s whatever QStash does); what is
+    # still owed is retried by every process's runner each OUTBOX_INTERVAL_S, backing off, up
+    # to OUTBOX_MAX_ATTEMPTS times. A message that died in QStash's DLQ is published again up
+    # to QSTASH_DLQ_REPUBLISH times (reconciled every QSTASH_DLQ_INTERVAL_S), then failed.
+    OUTBOX_INLINE_S: Annotated[float, Field(ge=0, le=1.9)] = 1.5
+    OUTBOX_INTERVAL_S: Annotated[float, Field(ge=0.1, le=60)] = 1.0
+    OUTBOX_MAX_ATTEMPTS: Annotated[int, Field(ge=1, le=100)] = 10
+    QSTASH_DLQ_REPUBLISH: Annotated[int, Field(ge=0, le=10)] = 2
+    QSTASH_DLQ_INTERVAL_S: Annotated[float, Field(ge=5, le=3600)] = 60.0
 
     # --- gym (issue 15): the gym's clock, pre-flight, notifications --------------------------
     # Probe a box host's clock (HTTP Date headers) when one of its windows opens within

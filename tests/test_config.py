@@ -207,3 +207,13 @@ def test_gym_settings_are_read_and_bounded():
     ):
         with pytest.raises(ConfigError, match=name):
             settings_from_env({name: bad})
+
+
+def test_outbox_settings_come_from_the_environment():
+    found = settings_from_env({"OUTBOX_INLINE_S": "0.8", "QSTASH_DLQ_REPUBLISH": "4"})
+    assert found == {"OUTBOX_INLINE_S": 0.8, "QSTASH_DLQ_REPUBLISH": 4}
+
+
+def test_an_inline_outbox_bound_that_breaks_the_2_s_promise_is_refused():
+    with pytest.raises(ConfigError, match="OUTBOX_INLINE_S"):
+        settings_from_env({"OUTBOX_INLINE_S": "5"})

@@ -60,7 +60,7 @@ NotifyBuilder = Callable[[Session, Prebooking, datetime], Message | None]
 
 @dataclass(frozen=True)
 class OutboxSettings:
-    """How the outbox retries (app config keys OUTBOX_*, all optional)."""
+    """How the outbox retries (OUTBOX_* in flask_app/config.py)."""
 
     #: The create's inline attempt waits at most this: the API answers within 2 s, whatever
     #: QStash does. The gateway's own timeouts bound the call itself.
