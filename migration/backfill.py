@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
+from flask_app.core.prebooking import Event, sources
 from flask_app.models import Prebooking
 from flask_app.qstash.dlq import DLQ_MARK
 from flask_app.qstash.gateway import Message, Published, QStashError, QStashRejected
@@ -28,6 +29,9 @@ from flask_app.qstash.publish import crowd_ranks
 log = logging.getLogger(__name__)
 
 PENDING = "pending"
+#: The statuses that still wait for their window: pending, and session_expired (a stale stored
+#: session is still tried at the instant, and a new PUT /api/sessions revives it).
+WAITING = tuple(sorted(status.value for status in sources(Event.CLAIM)))
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_PAGE_SIZE = 2000
 # Windows opening sooner than this are the cron path's: a tick comes every 60 s anyway.
@@ -211,7 +215,8 @@ _STORE = (
     .where(
         and_(
             Prebooking.id == bindparam("b_id"),
-            Prebooking.status == PENDING,
+            # One comparison per status, not IN: executemany cannot expand a list parameter.
+            or_(*(Prebooking.status == status for status in WAITING)),
             Prebooking.qstash_message_id.is_(None),
             Prebooking.qstash_generation == bindparam("b_generation"),
         )
@@ -262,7 +267,7 @@ def _record_error(session_factory: Callable[[], Session], ids: list[str], error:
 # Rows whose QStash deliveries died in the DLQ (`qstash reconcile-dlq` marks them with DLQ_MARK)
 # are cron's now: re-publishing would repeat the failure.
 _UNPUBLISHED = and_(
-    Prebooking.status == PENDING,
+    Prebooking.status.in_(WAITING),
     Prebooking.qstash_message_id.is_(None),
     or_(Prebooking.qstash_error.is_(None), not_(Prebooking.qstash_error.startswith(DLQ_MARK))),
 )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from flask_app.models import Prebooking
 from flask_app.qstash.gateway import QStashError
-from migration.backfill import MAX_CONSECUTIVE_FAILURES, PENDING, NoProgress, Progress, chunks
+from migration.backfill import MAX_CONSECUTIVE_FAILURES, WAITING, NoProgress, Progress, chunks
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RollbackSummary:
     planned: list[tuple[str, str]] = field(default_factory=list)  # (prebooking id, message id)
 
 
-_OUTSTANDING = and_(Prebooking.status == PENDING, Prebooking.qstash_message_id.is_not(None))
+_OUTSTANDING = and_(Prebooking.status.in_(WAITING), Prebooking.qstash_message_id.is_not(None))
 
 
 def count_outstanding(session: Session) -> int:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from flask_app.models import Prebooking
 from flask_app.qstash.dlq import DLQ_MARK
 from flask_app.qstash.planning import PublishPolicy
-from migration.backfill import PENDING, plan_backfill, unpublished_pages
+from migration.backfill import WAITING, plan_backfill, unpublished_pages
 
 
 def collect_status(
@@ -30,7 +30,7 @@ def collect_status(
             select(Prebooking.status, func.count()).group_by(Prebooking.status)
         ):
             out[f"status.{status}"] = n
-        pending = select(func.count()).select_from(Prebooking).where(Prebooking.status == PENDING)
+        pending = select(func.count()).select_from(Prebooking).where(Prebooking.status.in_(WAITING))
         out["pending.with_message"] = (
             session.scalar(pending.where(Prebooking.qstash_message_id.is_not(None))) or 0
         )

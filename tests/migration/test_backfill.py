@@ -168,6 +168,13 @@ def test_other_statuses_and_published_rows_are_not_touched(app, session, qstash_
     assert qstash_server.broker.pending_count() == 3
 
 
+def test_a_prebooking_whose_session_expired_still_gets_its_message(app, session, qstash_server):
+    # session_expired still waits for its window: a new PUT /api/sessions revives it.
+    ids = seed(session, 2, status="session_expired")
+    assert backfill(app).published == 2
+    assert all(rows_by_id(session)[pid].qstash_message_id for pid in ids)
+
+
 def test_a_crash_mid_backfill_then_a_rerun_leaves_exactly_one_message_per_prebooking(
     app, session, qstash_server
 ):
