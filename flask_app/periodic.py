@@ -133,15 +133,7 @@ def sync(app: Flask, *, apply: bool) -> SyncPlan:
     gateway = get_gateway(app)
     plan = beat.plan_sync(desired(app), gateway.schedules())
     if apply:
-        for want in plan.create + plan.update:
-            gateway.upsert_schedule(
-                schedule_id=want.schedule_id,
-                destination=want.destination,
-                cron=want.cron,
-                body=want.body,
-            )
-        for schedule_id in plan.delete:
-            gateway.delete_schedule(schedule_id)
+        beat.apply_plan(plan, gateway)
     return plan
 
 

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flask_app.shim import serialization
 from flask_app.shim.exceptions import UnsupportedOption
@@ -118,3 +118,27 @@ def _same(want: DesiredSchedule, have: Any) -> bool:
     return bool(
         have.destination == want.destination and have.cron == want.cron and body == want.body
     )
+
+
+class SchedulePublisher(Protocol):
+    """The part of a publisher applying a plan uses (the shim's Publisher plug has it, and so
+    has the app's Gateway)."""
+
+    def upsert_schedule(
+        self, *, schedule_id: str, destination: str, cron: str, body: Any
+    ) -> Any: ...
+
+    def delete_schedule(self, schedule_id: str) -> Any: ...
+
+
+def apply_plan(plan: SyncPlan, publisher: SchedulePublisher) -> None:
+    """Make QStash's schedules match: create and update what differs, delete what is gone."""
+    for want in plan.create + plan.update:
+        publisher.upsert_schedule(
+            schedule_id=want.schedule_id,
+            destination=want.destination,
+            cron=want.cron,
+            body=want.body,
+        )
+    for schedule_id in plan.delete:
+        publisher.delete_schedule(schedule_id)

@@ -31,7 +31,7 @@ def sync_schedules(dry_run: bool) -> None:
             plan = beat.plan_sync(desired, publisher.schedules())
             _report(plan)
             if not dry_run:
-                _apply(plan)
+                beat.apply_plan(plan, publisher)
         except Exception as exc:  # the publisher's own errors (QStash down or refusing)
             raise click.ClickException(f"QStash: {exc}") from exc
     except (UnsupportedOption, ValueError) as exc:
@@ -51,16 +51,3 @@ def _report(plan: beat.SyncPlan) -> None:
         f"created={len(plan.create)} updated={len(plan.update)} "
         f"deleted={len(plan.delete)} unchanged={len(plan.unchanged)}"
     )
-
-
-def _apply(plan: beat.SyncPlan) -> None:
-    publisher = get_plugs(current_app).publisher
-    for want in plan.create + plan.update:
-        publisher.upsert_schedule(
-            schedule_id=want.schedule_id,
-            destination=want.destination,
-            cron=want.cron,
-            body=want.body,
-        )
-    for sid in plan.delete:
-        publisher.delete_schedule(sid)
