@@ -87,6 +87,18 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
     background.start(worker.wsgi)
 
 
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    """Let the exiting worker finish its bookings in flight and close its connections
+    (what it still holds waits, claimed, for another process to adopt after the lease)."""
+    from flask import Flask
+
+    from flask_app import close
+
+    app = getattr(worker, "wsgi", None)
+    if isinstance(app, Flask):
+        close(app)
+
+
 def child_exit(server, worker):  # type: ignore[no-untyped-def]
     """Drop an exited worker's live gauges (its counters stay: they are the instance's)."""
     from prometheus_client import multiprocess

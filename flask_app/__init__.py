@@ -63,3 +63,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     legacy_cron.init_app(app)  # the cron path: retiring it is deleting this line and legacy_cron/
     paths.check_coverage(app.config)
     return app
+
+
+def close(app: Flask, timeout_s: float = 5.0) -> None:
+    """Let go of everything `app` holds, in order: its background runner, its detached gym
+    jobs, its dispatcher's threads (a booking in flight finishes and is recorded), its
+    AimHarder client, its database connections. Held deliveries stay claimed and another
+    process adopts them after their lease. gunicorn's worker_exit and the tests call it;
+    nothing of the app touches the database afterwards."""
+    background.get_runner(app).stop(timeout_s)
+    for detached in preflight.threads(app).values():
+        detached.join(timeout_s)
+    dispatch.get_dispatcher(app).stop(timeout_s)
+    close_client = getattr(execution.get_executor(app).client, "close", None)  # fakes have none
+    if callable(close_client):
+        close_client()
+    app.extensions["db"].engine.dispose()

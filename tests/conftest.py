@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.dbschema import upgrade
 from tests.fakes import FakeBookingClient
 
@@ -135,9 +135,8 @@ def app_config(
 def app(app_config: dict[str, object]) -> Iterator[object]:
     application = create_app(app_config)
     yield application
-    application.extensions["dispatcher"].wait_idle(10)  # nothing left writing to the database
-    application.extensions["dispatcher"].stop()
-    application.extensions["db"].engine.dispose()
+    application.extensions["dispatcher"].wait_idle(10)  # what the test armed has settled
+    close(application)
 
 
 @pytest.fixture

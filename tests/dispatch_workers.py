@@ -16,7 +16,7 @@ def arm_and_fire(
     lead_ms: float,
 ) -> None:
     """Arm `ids` in this process (real client, real clock), tell the parent, fire, exit."""
-    from flask_app import create_app
+    from flask_app import close, create_app
     from flask_app.aimharder.client import AimHarderClient
     from flask_app.core.dispatch import ArmResult, Arrival, get_dispatcher
 
@@ -36,4 +36,4 @@ def arm_and_fire(
     armed.set()
     assert dispatcher.wait_idle(60), "armed prebookings never settled"
     client.close()
-    app.extensions["db"].engine.dispose()
+    close(app)

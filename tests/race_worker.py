@@ -9,7 +9,7 @@ from typing import Any
 
 def race(db_url: str, fernet_key: str, ids: list[str], threads: int, seed: int) -> list[str]:
     """Claim-and-book every id from `threads` threads; returns the ids this process booked."""
-    from flask_app import create_app
+    from flask_app import close, create_app
     from flask_app.core.execution import Action, get_executor
     from tests.fakes import FakeBookingClient
 
@@ -37,7 +37,7 @@ def race(db_url: str, fernet_key: str, ids: list[str], threads: int, seed: int) 
         t.start()
     for t in pool:
         t.join()
-    app.extensions["db"].engine.dispose()
+    close(app)
     if errors:
         raise errors[0]
     booked: list[str] = []

@@ -104,7 +104,7 @@ def test_bearer_clients_need_no_csrf_token(client, auth):
 
 
 def test_without_secret_key_the_login_is_disabled_and_bearer_still_works(app_config, auth):
-    from flask_app import create_app
+    from flask_app import close, create_app
 
     app = create_app(app_config | {"SECRET_KEY": None})
     client = app.test_client()
@@ -112,4 +112,4 @@ def test_without_secret_key_the_login_is_disabled_and_bearer_still_works(app_con
     assert resp.status_code == 503 and "SECRET_KEY" in resp.json["error"]
     assert client.get("/admin/parity").status_code == 401
     assert client.get("/admin/parity", headers=auth).status_code == 200
-    app.extensions["db"].engine.dispose()
+    close(app)

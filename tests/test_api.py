@@ -205,7 +205,7 @@ def test_bad_session_input_is_422(client, auth, path, payload, named):
 
 
 def test_sessions_without_keys_answer_503(app_config, auth):
-    from flask_app import create_app
+    from flask_app import close, create_app
 
     app = create_app(app_config | {"SESSION_ENCRYPTION_KEYS": None})
     resp = app.test_client().put(
@@ -213,13 +213,13 @@ def test_sessions_without_keys_answer_503(app_config, auth):
     )
     assert resp.status_code == 503
     assert "SESSION_ENCRYPTION_KEYS" in resp.json["error"]
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_key_rotation_keeps_old_sessions_readable(app_config, fernet_key):
     from cryptography.fernet import Fernet
 
-    from flask_app import create_app
+    from flask_app import close, create_app
 
     old_app = create_app(app_config)
     with old_app.extensions["db"].session() as session:
@@ -235,7 +235,7 @@ def test_key_rotation_keeps_old_sessions_readable(app_config, fernet_key):
         only_new = sessions.load_cipher(new_key)
         assert sessions.load_cookies(session, only_new, "a@example.com") == {"k": "v"}
     for a in (old_app, new_app):
-        a.extensions["db"].engine.dispose()
+        close(a)
 
 
 def test_health_is_public_and_shows_flags(client):

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.aimharder.client import BookingOutcome
 from flask_app.core.execution import Action, Attempt, get_executor
 from flask_app.models import Arrival
@@ -158,7 +158,7 @@ def test_each_app_has_its_own_metrics(app, app_config, due, clock):
         assert ("qstash_webhook_responses_total", (("status", "200"),)) not in samples(app)
         assert samples(other)[("qstash_webhook_responses_total", (("status", "200"),))] == 1
     finally:
-        other.extensions["db"].engine.dispose()
+        close(other)
 
 
 def test_metrics_are_public_and_in_prometheus_text_format(client):
@@ -245,7 +245,7 @@ def test_admin_page_is_disabled_while_no_api_token_is_set(app_config):
     try:
         assert unset.test_client().get("/admin/parity").status_code == 503
     finally:
-        unset.extensions["db"].engine.dispose()
+        close(unset)
 
 
 def test_report_counts_a_duplicate_delivery_as_suppressed(app, client, auth, due, clock):

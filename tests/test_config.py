@@ -2,7 +2,7 @@
 
 import pytest
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.config import (
     DEV_QSTASH_CURRENT_SIGNING_KEY,
     DEV_QSTASH_NEXT_SIGNING_KEY,
@@ -168,7 +168,7 @@ def test_shim_max_delay_follows_the_service_setting(app_config):
 
     app = create_app(app_config | {"QSTASH_MAX_DELAY": timedelta(days=365)})
     assert app.extensions["celery"].conf.qstash_max_delay_s == 365 * 86400
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_database_pool_is_sized_from_the_environment(postgres_database):

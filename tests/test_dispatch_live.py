@@ -86,3 +86,20 @@ def test_a_too_early_answer_is_sent_again_at_once_over_the_same_connection(
     assert reload(session, rows[0]).status == "completed"
     assert announced[0].detail["sends"] == len(states)
     assert sandbox.connections() == 1  # the re-sends reused the prepared connection
+
+
+def test_closing_the_app_ends_its_threads_after_the_booking_in_flight(app, session, sandbox):
+    """gunicorn's worker_exit calls flask_app.close: nothing of the app is left running or
+    holding a database connection, and what it armed was booked and recorded first."""
+    import threading
+
+    from flask_app import close
+
+    opening = datetime.now(UTC) + timedelta(seconds=3)
+    sandbox.add_class("1002", DAY, opens_at=opening, capacity=5)
+    _, rows = crowd(app, session, 3, opening)
+    arm_all(app, rows)
+    close(app)
+    left = [t.name for t in threading.enumerate() if t.name.startswith(("dispatch", "background"))]
+    assert left == []
+    assert {reload(session, r).status for r in rows} == {"completed"}

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.background import get_runner, take_lease
 from flask_app.models import OutboxEntry
 from flask_app.qstash import dlq, outbox
@@ -189,7 +189,7 @@ def test_the_dlq_reconcile_runs_from_the_background_runner_in_one_process(app, a
     try:
         ran = [a for a in (app, other) if "qstash-dlq" in get_runner(a).run_once()]
     finally:
-        other.extensions["db"].engine.dispose()
+        close(other)
     assert ran == [app]
 
 
@@ -219,7 +219,7 @@ def test_schedules_are_created_at_start_by_one_process_and_health_shows_them(
     try:
         ran = get_runner(other).run_once()
     finally:
-        other.extensions["db"].engine.dispose()
+        close(other)
     assert "qstash-schedules" not in ran  # the lease: one instance syncs
     assert ran["qstash-schedules-check"]["all_present"] is True
 

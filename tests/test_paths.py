@@ -2,7 +2,7 @@
 
 import pytest
 
-from flask_app import create_app, paths
+from flask_app import close, create_app, paths
 from flask_app.config import ConfigError
 
 
@@ -28,7 +28,7 @@ def test_qstash_alone_taking_everyone_is_accepted(app_config):
     app = create_app(app_config | {"LEGACY_CRON_ENABLED": False, "QSTASH_ENABLED": True})
     shown = app.test_client().get("/api/health").json["paths"]
     assert (shown["qstash"], shown["shadow"]) == ("all", "observes")
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_an_arrival_is_recorded_as_its_path_says():

@@ -3,7 +3,7 @@ whatever the app registers (observe/readiness.py)."""
 
 import pytest
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.dbschema import head_revisions
 from flask_app.observe import readiness
 
@@ -17,7 +17,7 @@ def down(app_config):
     # Nothing listens on port 1: every connection is refused at once.
     app = app_with(app_config, DATABASE_URL="postgresql+psycopg://u@127.0.0.1:1/none")
     yield app.test_client()
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_health_says_the_database_answers(client):
@@ -45,7 +45,7 @@ def test_not_ready_before_migrations_ran(app_config, tmp_path):
     resp = app.test_client().get("/api/ready")
     assert resp.status_code == 503 and resp.json["error"] == "not ready: migrations"
     assert resp.json["checks"]["migrations"]["detail"].startswith("at none, head is ")
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_not_ready_when_the_database_is_down(down):

@@ -112,7 +112,7 @@ def test_unknown_tokens_get_401(client, token):
 
 
 def test_without_any_token_configured_the_api_is_disabled(app_config, session):
-    from flask_app import create_app
+    from flask_app import close, create_app
 
     app = create_app(app_config | {"API_TOKEN": None})
     client = app.test_client()
@@ -124,7 +124,7 @@ def test_without_any_token_configured_the_api_is_disabled(app_config, session):
         with get_db().session() as s:
             token = issue(s)
     assert client.get("/api/prebookings", headers=bearer(token)).status_code == 200
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_an_admin_token_cannot_be_bound_to_a_user(session):

@@ -357,8 +357,10 @@ class Dispatcher:
         self._held = 0
         self._queued = 0  # recorder jobs not yet done
         self._stopped = False
+        self._halt = threading.Event()  # set with _stopped: wakes the heartbeat's sleep
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._prepare_pool: ThreadPoolExecutor | None = None
         self._book_pool: ThreadPoolExecutor | None = None
         self._reader = AnswerReader(timeout_s=settings.answer_timeout_s)
@@ -435,12 +437,26 @@ class Dispatcher:
                 attempt = self.executor.why_not(session, base)
         self.executor.announce(attempt)
 
-    def stop(self) -> None:
-        """Stop this process's background loops (the app is going away: tests, shutdown);
-        whatever is still held stays claimed and is recovered after its lease."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop this process's background loops and wait up to `timeout_s` for them (the app is
+        going away: tests, a worker's exit); whatever is still held stays claimed and is
+        adopted by another process after its lease. Nothing of ours touches the database after
+        this returns (within the timeout), so the engine can be disposed."""
         with self._lock:
             self._stopped = True
+            self._halt.set()
             self._lock.notify_all()
+            threads, self._threads = self._threads, []
+            pools = [pool for pool in (self._prepare_pool, self._book_pool) if pool is not None]
+        self._records.put(_end_of_records)
+        deadline = time.monotonic() + timeout_s
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=False)
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        for pool in pools:  # their running jobs: a booking in flight finishes and is recorded
+            for worker in list(getattr(pool, "_threads", ())):
+                worker.join(max(0.0, deadline - time.monotonic()))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until this process holds nothing and watches no class (tests, short-lived
@@ -582,7 +598,9 @@ class Dispatcher:
             (self._run_heartbeat, "dispatch-heartbeat"),
         )
         for target, name in threads:
-            threading.Thread(target=target, name=name, daemon=True).start()
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _run_heartbeat(self) -> None:
         # Only while it holds or watches something: an idle process has nothing to rescue.
@@ -590,7 +608,7 @@ class Dispatcher:
         while not self._stopped:
             if not self._is_idle():
                 self._beat()
-            time.sleep(pause)
+            self._halt.wait(pause)
 
     def _beat(self) -> None:
         """Say this process is alive (watchdogs take over only what silent processes hold)."""
@@ -628,6 +646,8 @@ class Dispatcher:
     def _run_records(self) -> None:
         while True:
             job = self._records.get()
+            if job is _end_of_records:
+                return
             try:
                 job()
             except Exception:
@@ -1147,6 +1167,10 @@ def _arrival_of(claimed: Claimed, now: datetime) -> Arrival:
     """The arrival of a member adopted from another process, as its row tells it."""
     message_id = claimed.message_id if claimed.path == "qstash" else None
     return Arrival(claimed.path or "qstash", claimed.loaded_at or now, message_id)
+
+
+def _end_of_records() -> None:
+    """The sentinel that ends the recorder thread (stop())."""
 
 
 def _logged(job: Callable[[], None]) -> None:

@@ -11,7 +11,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from aimharder_sandbox.testing import Sandbox, run_sandbox
-from flask_app import create_app
+from flask_app import close, create_app
 from qstash_dev.testing import RunningServer, run_server
 
 
@@ -66,6 +66,4 @@ def live_app(
     server.shutdown()
     thread.join(timeout=5)
     app.extensions["dispatcher"].wait_idle(10)
-    app.extensions["dispatcher"].stop()
-    app.extensions["executor"].client.close()
-    app.extensions["db"].engine.dispose()
+    close(app)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.config import ConfigError
 
 
@@ -27,4 +27,4 @@ def test_cron_off_is_named_in_the_refusal_and_as_a_fix(app_config, flags):
 def test_cron_on_covers_every_prebooking_whatever_qstash_does(app_config, flags):
     app = create_app(app_config | {"LEGACY_CRON_ENABLED": True} | flags)
     assert app.test_client().get("/api/health").json["paths"]["cron"] == "all"
-    app.extensions["db"].engine.dispose()
+    close(app)

@@ -7,7 +7,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.core.dispatch import get_dispatcher
 from flask_app.core.execution import claim
 from flask_app.models import Prebooking
@@ -88,7 +88,7 @@ def test_unset_secret_is_503(app_config, session, booking_client):
     response = app.test_client().post(URL, headers=CRON)
     assert response.status_code == 503
     assert response.json == {"error": "CRON_SECRET is not configured; this endpoint is disabled"}
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

@@ -107,7 +107,7 @@ def test_the_app_owns_the_cron_settings_only_through_legacy_cron(app):
 
 
 def test_legacy_cron_brings_its_settings_into_the_app(monkeypatch, tmp_path):
-    from flask_app import create_app
+    from flask_app import close, create_app
     from flask_app.config import ConfigError
 
     monkeypatch.setenv("DEV_ENV_FILE", "")
@@ -117,7 +117,7 @@ def test_legacy_cron_brings_its_settings_into_the_app(monkeypatch, tmp_path):
     app = create_app()
     assert (app.config["CRON_BATCH_LIMIT"], app.config["CRON_SECRET"]) == (7, "from-the-env")
     assert app.config["CRON_TICK_BUDGET_S"] == 20
-    app.extensions["db"].engine.dispose()
+    close(app)
     monkeypatch.setenv("CRON_BATCH_LIMIT", "0")
     with pytest.raises(ConfigError, match="CRON_BATCH_LIMIT must be at least 1"):
         create_app()

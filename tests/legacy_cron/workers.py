@@ -39,7 +39,9 @@ def overlapping_ticks(
     assert get_dispatcher(app).wait_idle(60), "armed prebookings never fired"
     booked = [call["class_id"] for call in client.calls]
     Path(out).write_text(json.dumps({"reports": reports, "booked": booked}))
-    app.extensions["db"].engine.dispose()
+    from flask_app import close
+
+    close(app)
 
 
 class HangingClient:
@@ -88,4 +90,6 @@ def fifo_tick(db_url: str, fernet_key: str, sandbox_url: str, barrier: Any, lead
     run_tick(app)
     assert get_dispatcher(app).wait_idle(60), "armed prebookings never fired"
     client.close()
-    app.extensions["db"].engine.dispose()
+    from flask_app import close
+
+    close(app)

@@ -115,7 +115,7 @@ def test_states_compare_by_celerys_precedence():
 
 
 def test_max_delay_follows_the_flask_config(app_config):
-    from flask_app import create_app
+    from flask_app import close, create_app
 
     other = create_app(app_config | {"QSTASH_MAX_DELAY_S": 60})
     try:
@@ -123,7 +123,7 @@ def test_max_delay_follows_the_flask_config(app_config):
         with other.app_context(), pytest.raises(UnsupportedOption, match="maximum delay"):
             ctx_task.apply_async((1,), countdown=120)
     finally:
-        other.extensions["db"].engine.dispose()
+        close(other)
         other.extensions["celery"].conf.qstash_max_delay_s = 7 * 24 * 3600
 
 

@@ -80,14 +80,14 @@ def test_the_cleanup_deletes_expired_results_chords_and_old_arrivals(app, client
 
 
 def test_arrivals_retention_is_a_setting(app_config, session):
-    from flask_app import create_app
+    from flask_app import close, create_app
 
     app = create_app(app_config | {"ARRIVALS_RETENTION_DAYS": 10})
     _arrival(session, datetime.now(UTC) - timedelta(days=11))
     with app.app_context():
         backend_cleanup()
     assert session.scalar(select(func.count()).select_from(Arrival)) == 0
-    app.extensions["db"].engine.dispose()
+    close(app)
 
 
 def test_a_parity_report_cannot_reach_past_the_arrivals_retention(client):

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.shim import AsyncResult, shared_task, states
 from flask_app.shim.exceptions import (
     NotRegistered,
@@ -255,7 +255,7 @@ def test_results_are_readable_from_another_app_sharing_the_database(
             assert (again.state, again.get(timeout=1), again.name) == ("SUCCESS", 42, "live.add")
             assert again.args == [20, 22]
     finally:
-        other.extensions["db"].engine.dispose()
+        close(other)
 
 
 def test_get_times_out_on_a_pending_task(app):

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from aimharder_sandbox.testing import run_sandbox
-from flask_app import create_app
+from flask_app import close, create_app
 from flask_app.models import Prebooking
 from tests.conftest import API_TOKEN, CRON_SECRET
 from tests.factories import BOX_ID, booking_data, make_prebooking, store_session
@@ -56,7 +56,7 @@ def stack(cluster, fernet_key):
         )
         yield app, sandbox
         app.extensions["executor"].client.close()
-        app.extensions["db"].engine.dispose()
+        close(app)
 
 
 def seed(app, sandbox):
