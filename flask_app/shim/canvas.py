@@ -289,7 +289,25 @@ class Signature(dict[str, Any]):
         return dict(self)
 
 
-class chain(Signature):  # noqa: N801 - Celery's name
+class _Composite(Signature):
+    """What chain and group share: their signatures in `kwargs["tasks"]`, and the app of the
+    first of them when none was given."""
+
+    @property
+    def tasks(self) -> list[Signature]:
+        """The steps (chain) or members (group), in order."""
+        tasks: list[Signature] = self["kwargs"]["tasks"]
+        return tasks
+
+    @property
+    def app(self) -> Celery:
+        """The app given, else the first signature's, else the current one."""
+        if self._app is not None:
+            return self._app
+        return self.tasks[0].app if self.tasks else _state.get_current_app()
+
+
+class chain(_Composite):  # noqa: N801 - Celery's name
     """Steps run one after another, each receiving the previous one's return value."""
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
@@ -307,19 +325,6 @@ class chain(Signature):  # noqa: N801 - Celery's name
         sig = cls(*d["kwargs"]["tasks"], app=app, **d.get("options", {}))
         sig["args"], sig["immutable"] = list(d.get("args") or ()), bool(d.get("immutable"))
         return sig
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The steps."""
-        tasks: list[Signature] = self["kwargs"]["tasks"]
-        return tasks
-
-    @property
-    def app(self) -> Celery:
-        """The app of the chain (or of its first step)."""
-        if self._app is not None:
-            return self._app
-        return self.tasks[0].app if self.tasks else _state.get_current_app()
 
     @property
     def name(self) -> str:
@@ -435,7 +440,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return " | ".join(repr(t) for t in self.tasks) if self.tasks else "celery.chain()"
 
 
-class group(Signature):  # noqa: N801 - Celery's name
+class group(_Composite):  # noqa: N801 - Celery's name
     """Tasks sent at once; the result is a GroupResult of their results, in order."""
 
     def __init__(self, *tasks: Any, **options: Any) -> None:
@@ -459,19 +464,6 @@ class group(Signature):  # noqa: N801 - Celery's name
         sig = cls(list(d["kwargs"]["tasks"]), app=app, **d.get("options", {}))
         sig["immutable"] = bool(d.get("immutable"))
         return sig
-
-    @property
-    def tasks(self) -> list[Signature]:
-        """The members."""
-        tasks: list[Signature] = self["kwargs"]["tasks"]
-        return tasks
-
-    @property
-    def app(self) -> Celery:
-        """The app of the group (or of its first member)."""
-        if self._app is not None:
-            return self._app
-        return self.tasks[0].app if self.tasks else _state.get_current_app()
 
     @property
     def name(self) -> str:
