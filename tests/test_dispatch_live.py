@@ -103,3 +103,24 @@ def test_closing_the_app_ends_its_threads_after_the_booking_in_flight(app, sessi
     left = [t.name for t in threading.enumerate() if t.name.startswith(("dispatch", "background"))]
     assert left == []
     assert {reload(session, r).status for r in rows} == {"completed"}
+
+
+def test_closing_the_app_hands_back_what_it_has_not_sent(app, session, sandbox, announced):
+    """A worker that exits before its class's instant releases its armed prebookings to
+    pending at once (the sweep of a live process re-arms them before the instant), instead of
+    keeping them claimed until the lease runs out, after the class is full."""
+    from flask_app import close
+
+    opening = datetime.now(UTC) + timedelta(seconds=30)
+    sandbox.add_class("1003", DAY, opens_at=opening, capacity=5)
+    _, rows = crowd(app, session, 3, opening)
+    dispatcher = get_dispatcher(app)
+    arrival = Arrival("qstash", datetime.now(UTC))
+    assert {dispatcher.arm(row.id, arrival).result for row in rows} == {ArmResult.ARMED}
+    close(app)
+    for row in rows:
+        again = reload(session, row)
+        assert (again.status, again.claimed_by, again.book_sent_at) == ("pending", None, None)
+        assert "shutting down" in again.error_message
+    assert sandbox.arrivals() == []
+    assert sorted(a.action for a in announced) == ["released"] * 3

@@ -438,25 +438,58 @@ class Dispatcher:
         self.executor.announce(attempt)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop this process's background loops and wait up to `timeout_s` for them (the app is
-        going away: tests, a worker's exit); whatever is still held stays claimed and is
-        adopted by another process after its lease. Nothing of ours touches the database after
-        this returns (within the timeout), so the engine can be disposed."""
+        """Stop this process's dispatcher (the app is going away: a worker's exit, tests),
+        within about `timeout_s`:
+
+        1. its schedule stops (the dispatcher thread is joined, so no step is half done);
+        2. every member it holds and has not sent is released to `pending` at once (one
+           conditional UPDATE each, announced as `released`), so another process's sweep arms
+           it before its instant instead of after this claim's lease;
+        3. what is in flight (written, answer awaited) is waited for and recorded;
+        4. the recorder, the heartbeat and the pools end and are joined.
+
+        Nothing of ours touches the database after this returns, so the engine can be
+        disposed."""
+        deadline = time.monotonic() + timeout_s
         with self._lock:
             self._stopped = True
             self._halt.set()
             self._lock.notify_all()
             threads, self._threads = self._threads, []
             pools = [pool for pool in (self._prepare_pool, self._book_pool) if pool is not None]
+        for thread in threads:
+            if thread.name == "dispatcher":
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._release_unsent("released by a process that was shutting down, before sending")
+        with self._lock:  # answers of what was written, recorded by the recorder thread
+            self._lock.wait_for(
+                lambda: not (self._held or self._queued), max(0.0, deadline - time.monotonic())
+            )
         self._records.put(_end_of_records)
-        deadline = time.monotonic() + timeout_s
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=False)
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        for pool in pools:  # their running jobs: a booking in flight finishes and is recorded
+        for pool in pools:
             for worker in list(getattr(pool, "_threads", ())):
                 worker.join(max(0.0, deadline - time.monotonic()))
+
+    def _release_unsent(self, reason: str) -> None:
+        """Give back, from this thread, every member this process holds and has not sent."""
+        with self._lock:
+            groups, self._groups, self._heap = list(self._groups.values()), {}, []
+        unsent = [
+            member
+            for group in groups
+            for member in (*group.waiting.values(), *group.ready)
+            if not member.settled
+        ]
+        for member in unsent:
+            member.settled = True
+            self._close(member)
+            self._give_back_now(member, reason)
+        if unsent:
+            log.warning("shutting down: released %d unsent prebooking(s)", len(unsent))
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Wait until this process holds nothing and watches no class (tests, short-lived
@@ -1114,23 +1147,23 @@ class Dispatcher:
 
     def _give_back(self, member: Member, reason: str) -> None:
         """Release a member nothing was sent for (the sweep or a QStash retry takes it again)."""
+        self._record_off_path(partial(self._give_back_now, member, reason))
 
-        def job() -> None:
-            with self._holding():
-                try:
-                    with self.executor.sessions() as session:
-                        now = self.clock.now()
-                        release(
-                            session, member.claimed, keep_sent_mark=True, now=now, reason=reason
-                        )
-                except SQLAlchemyError:
-                    log.warning("could not release %s; its lease will expire", member.id)
-                detail = {"request_sent": False, "uncertain": False, "message": reason}
-                pending = PrebookingStatus.PENDING
-                attempt = replace(self._won(member), action=Action.RELEASED, status=pending)
-                self.executor.announce(replace(attempt, detail=detail))
-
-        self._record_off_path(job)
+    def _give_back_now(self, member: Member, reason: str) -> None:
+        with self._holding():
+            try:
+                with self.executor.sessions() as session:
+                    now = self.clock.now()
+                    if not release(
+                        session, member.claimed, keep_sent_mark=True, now=now, reason=reason
+                    ):
+                        return  # adopted (or settled) by another process: it announces
+            except SQLAlchemyError:
+                log.warning("could not release %s; its lease will expire", member.id)
+            detail = {"request_sent": False, "uncertain": False, "message": reason}
+            pending = PrebookingStatus.PENDING
+            attempt = replace(self._won(member), action=Action.RELEASED, status=pending)
+            self.executor.announce(replace(attempt, detail=detail))
 
     def _drop(self, member: Member) -> None:
         """Forget a member another process fires (it announces the outcome)."""
