@@ -65,5 +65,4 @@ def live_app(
     yield app
     server.shutdown()
     thread.join(timeout=5)
-    app.extensions["dispatcher"].wait_idle(10)
     close(app)
