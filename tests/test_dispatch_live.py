@@ -1,6 +1,7 @@
 """The dispatcher on the real clock, through the firing line and the answer reader, against the
 AimHarder sandbox: what the sandbox received and in which order, never how fast."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -88,6 +89,27 @@ def test_a_too_early_answer_is_sent_again_at_once_over_the_same_connection(
     assert sandbox.connections() == 1  # the re-sends reused the prepared connection
 
 
+def test_a_class_told_too_early_is_sent_again_in_creation_order(app, session, sandbox):
+    """The gym's clock is behind ours and nothing estimated it yet: the whole class answers
+    -12 at once; its re-sends go out as one round, in rank order, so the first to prebook is
+    still the first the gym accepts."""
+    dispatcher = get_dispatcher(app)  # rounds 30, 60, 120, 240 ms apart: open by the 4th
+    dispatcher.settings = replace(
+        dispatcher.settings, resend_max=8, resend_gap=timedelta(milliseconds=30)
+    )
+    opening = datetime.now(UTC) + timedelta(seconds=5)  # room to create 30 on a busy machine
+    # The gym opens 300 ms after our opening: every first send is told -12, however loaded
+    # the machine, and the re-send rounds reach the opening within the 1 s re-send window.
+    sandbox.add_class("1001", DAY, opens_at=opening + timedelta(milliseconds=300), capacity=30)
+    users, rows = crowd(app, session, 30, opening)
+    arm_all(app, rows[::-1])  # armed newest first
+    arrivals = sorted(sandbox.arrivals(), key=lambda a: a["at_ns"])
+    assert [a["book_state"] for a in arrivals[:30]] == [-12] * 30  # the case under test
+    accepted = [a["user"] for a in arrivals if a["book_state"] == 1]
+    assert accepted == users
+    assert {reload(session, r).status for r in rows} == {"completed"}
+
+
 def test_closing_the_app_ends_its_threads_after_the_booking_in_flight(app, session, sandbox):
     """gunicorn's worker_exit calls flask_app.close: nothing of the app is left running or
     holding a database connection, and what it armed was booked and recorded first."""
@@ -96,7 +118,7 @@ def test_closing_the_app_ends_its_threads_after_the_booking_in_flight(app, sessi
     from flask_app import close
 
     opening = datetime.now(UTC) + timedelta(seconds=3)
-    sandbox.add_class("1002", DAY, opens_at=opening, capacity=5)
+    sandbox.add_class("1001", DAY, opens_at=opening, capacity=5)
     _, rows = crowd(app, session, 3, opening)
     arm_all(app, rows)
     close(app)
@@ -112,7 +134,7 @@ def test_closing_the_app_hands_back_what_it_has_not_sent(app, session, sandbox, 
     from flask_app import close
 
     opening = datetime.now(UTC) + timedelta(seconds=30)
-    sandbox.add_class("1003", DAY, opens_at=opening, capacity=5)
+    sandbox.add_class("1001", DAY, opens_at=opening, capacity=5)
     _, rows = crowd(app, session, 3, opening)
     dispatcher = get_dispatcher(app)
     arrival = Arrival("qstash", datetime.now(UTC))

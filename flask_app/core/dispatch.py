@@ -87,6 +87,8 @@ from flask_app.timing import Clock
 log = logging.getLogger(__name__)
 
 _EXT = "dispatcher"
+#: Re-send rounds remembered (a few per class opening at once; the oldest are forgotten).
+_MAX_ROUNDS = 10_000
 #: The share of the lead over which processes' bids for one class are spread (_bid_delay).
 BID_SPREAD = 0.2
 #: Steps due within this of each other run as one batch (one statement for all their classes).
@@ -361,6 +363,7 @@ class Dispatcher:
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._rounds: dict[tuple[str, int], datetime] = {}  # (class, send number): re-send at
         self._prepare_pool: ThreadPoolExecutor | None = None
         self._book_pool: ThreadPoolExecutor | None = None
         self._reader = AnswerReader(timeout_s=settings.answer_timeout_s)
@@ -1037,7 +1040,7 @@ class Dispatcher:
             self._finish(member, result)
             return
         self.telemetry.resend(reason)
-        self._resend(member, prepared)
+        self._resend(member, prepared, too_early=reason == "too_early")
 
     def _note_gym_clock(self, member: Member, result: BookingResult, sent_at: datetime) -> None:
         """Tell the gym's clock what this answer says about it (too early: it is behind)."""
@@ -1064,13 +1067,19 @@ class Dispatcher:
             return "transient"
         return None  # written, then no answer: uncertain; the listing must be asked first
 
-    def _resend(self, member: Member, prepared: PreparedBooking | None) -> None:
+    def _resend(
+        self, member: Member, prepared: PreparedBooking | None, *, too_early: bool = False
+    ) -> None:
         """Send again: at the gym's instant as now estimated (a too-early answer moved it),
         and at least `resend_gap` × 2^(sends-1) after this answer, so re-sends spread over
-        a few tens of ms instead of all landing in the same millisecond."""
+        a few tens of ms instead of all landing in the same millisecond. Too-early answers
+        come for a whole class at once: its members are sent again at one instant for the
+        round, in rank order (FIFO holds), not each at its own answer's time."""
         box = str(member.claimed.booking_data.get("box", ""))
         gap = self.settings.resend_gap * 2 ** (member.sends - 1)
         at = max(self.clock.now() + gap, self.gym.fire_instant(box, member.claimed.available_at))
+        if too_early:
+            at = self._round_instant(member, at)
         again = prepared.again() if prepared is not None else None
         if again is None and prepared is not None:
             again = self._prepared(member)
@@ -1078,6 +1087,21 @@ class Dispatcher:
             self._book_plain(member, at)
             return
         self.executor.line.submit([(again, at, partial(self._on_written, member, again))])
+
+    def _round_instant(self, member: Member, earliest: datetime) -> datetime:
+        """The instant of this class's re-send round `member.sends` plus the member's rank ×
+        stagger. The round's instant is the first asking member's `earliest`; an answer that
+        comes after it has passed opens a new round (the line has written the old one)."""
+        key = (member.claimed.class_key, member.sends)
+        stagger = self.staggers.get(member.arrival.path, self.settings.stagger)
+        with self._lock:
+            base = self._rounds.get(key)
+            if base is None or base <= self.clock.now():
+                base = self._rounds[key] = earliest
+            if len(self._rounds) > _MAX_ROUNDS:  # forget the oldest rounds (classes long done)
+                for old in list(self._rounds)[: len(self._rounds) - _MAX_ROUNDS]:
+                    del self._rounds[old]
+        return base + stagger * member.rank
 
     # --- outcomes (the recorder thread) ------------------------------------------------------
 
