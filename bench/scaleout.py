@@ -554,46 +554,52 @@ def measure(
     openings: dict[str, int],
     offset_ns: int = 0,
 ) -> dict[str, Any]:
-    """From the sandbox's stamps, in the gym's clock: lateness of each member's first arrival
-    against its class's opening, early, inversions inside each class, places by opening +
-    FILL_S, never sent; -12 too-early answers; the first accepted arrival's lateness; and the
-    lateness on our clock against opening - `offset_ns` (the gym's fixed offset: jitter out).
+    """From the sandbox's stamps: each member's first arrival (by the kernel stamp) and its
+    lateness against its class's opening *by the gym's clock* (`gym_at_ns`), early, inversions
+    inside each class (by kernel stamps: the order the box received them; the gym clock's
+    per-request jitter must not reorder them), places by opening + FILL_S, never sent; the -12
+    too-early answers; the first *accepted* arrival of each member (after any re-send): its
+    lateness and the inversions among those (who got in first); and the first arrival's
+    lateness on our clock against opening - `offset_ns` (the gym's fixed offset, jitter out).
 
     `members`: class id -> its users' cookies in FIFO rank order.
     """
     known = {(c, u) for c, us in members.items() for u in us}
     first: dict[tuple[str, str], dict[str, Any]] = {}
-    accepted: dict[tuple[str, str], int] = {}
+    accepted: dict[tuple[str, str], dict[str, Any]] = {}
     placed: set[tuple[str, str]] = set()
     refused_early: Counter[tuple[str, str]] = Counter()
     for a in arrivals:
         key = (a["class_id"], a["user"])
         if key not in known:
             continue
-        if key not in first or gym_ns(a) < gym_ns(first[key]):
+        if key not in first or a["at_ns"] < first[key]["at_ns"]:
             first[key] = a
         if too_early(a):
             refused_early[key] += 1
         elif a.get("book_state") in (0, 1):
-            accepted[key] = min(accepted.get(key, gym_ns(a)), gym_ns(a))
+            if key not in accepted or a["at_ns"] < accepted[key]["at_ns"]:
+                accepted[key] = a
         if a["book_state"] == 1 and gym_ns(a) <= openings[a["class_id"]] + int(FILL_S * 1e9):
             placed.add(key)
     late: list[float] = []
     late_ours: list[float] = []
     late_ok: list[float] = []
-    inv = classes_inverted = never = 0
+    inv = classes_inverted = inv_ok = never = 0
     for class_id, users in members.items():
         opening = openings[class_id]
         mine = [(r, first[(class_id, u)]) for r, u in enumerate(users) if (class_id, u) in first]
+        ok = [
+            (r, accepted[(class_id, u)]) for r, u in enumerate(users) if (class_id, u) in accepted
+        ]
         never += len(users) - len(mine)
         late += [(gym_ns(a) - opening) / 1e6 for _, a in mine]
         late_ours += [(int(a["at_ns"]) - (opening - offset_ns)) / 1e6 for _, a in mine]
-        late_ok += [
-            (accepted[(class_id, u)] - opening) / 1e6 for u in users if (class_id, u) in accepted
-        ]  # noqa: E501
-        class_inv = inversions([r for _, r in sorted((gym_ns(a), r) for r, a in mine)])
+        late_ok += [(gym_ns(a) - opening) / 1e6 for _, a in ok]
+        class_inv = inversions([r for _, r in sorted((a["at_ns"], r) for r, a in mine)])
         inv += class_inv
         classes_inverted += class_inv > 0
+        inv_ok += inversions([r for _, r in sorted((a["at_ns"], r) for r, a in ok)])
     return {
         "prebookings": len(known),
         "sent": len(first),
@@ -605,6 +611,7 @@ def measure(
         - len(first),
         "lateness_ms": summary(late),
         "accepted_lateness_ms": summary(late_ok),
+        "accepted_fifo_inversions": inv_ok,
         "our_clock_lateness_ms": summary(late_ours),
         "fifo_inversions": inv,
         "classes_with_inversions": classes_inverted,
@@ -741,7 +748,9 @@ def one_run(
         "statuses": final,
         "executed_by": executed_by,
         "floor": floor,
-        "p99_ratio_to_floor": round(app_p99 / floor_p99, 2) if app_p99 and floor_p99 else None,
+        "p99_ratio_to_floor": round(app_p99 / floor_p99, 2)
+        if app_p99 and floor_p99 and app_p99 > 0 and floor_p99 > 0
+        else None,
         "cron_pings": pings,
         "lb_requests_per_instance": lb_counts(stack_.lb_stats_url),
         "loadavg_before": [round(v, 2) for v in load_before],
@@ -773,7 +782,7 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     """One row per run; lateness in ms against the sandbox's opening."""
     head = (
         "| scenario | run | n | layout | gym clock offset ± jitter ms | p50 | p99 | max "
-        "| floor p99 | p99/floor | early | -12 answers (members) | accepted p99 "
+        "| floor p99 | p99/floor | early | -12 answers (members) | accepted p99 (inversions) "
         "| FIFO inversions (classes) | got a place | never sent | statuses "
         "| lead margin s | load 1 m before → after |\n" + "| --- " * 19 + "|"
     )
@@ -789,6 +798,7 @@ def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
             f"| {fmt(r['floor']['lateness_ms'].get('p99'))} | {fmt(r['p99_ratio_to_floor'])} "
             f"| {app['early']} | {app['too_early_answers']:,} ({app['members_refused_early']:,}) "
             f"| {fmt(app['accepted_lateness_ms'].get('p99'))} "
+            f"({app['accepted_fifo_inversions']:,} inv.) "
             f"| {app['fifo_inversions']:,} ({app['classes_with_inversions']}) "
             f"| {app['got_place']:,} | {app['never_sent']:,} "
             f"| {statuses_cell(r)} "

@@ -96,6 +96,17 @@ def test_measure_judges_by_the_gym_clock_and_counts_too_early_answers():
     assert got["our_clock_lateness_ms"]["min"] == -19.5  # no jitter: as by the gym's clock
     assert got["got_place"] == 2
     assert got["fifo_inversions"] == 0  # a0's first (early) arrival came first
+    assert got["accepted_fifo_inversions"] == 1  # but a1 was accepted before a0's re-send
+
+
+def test_the_gym_clock_jitter_does_not_reorder_arrivals():
+    """Inversions follow the kernel stamps (the order the box received them), not the gym's
+    per-request clock reading."""
+    rows = [arrival("a", "a0", 1.0), arrival("a", "a1", 1.01)]
+    rows[0]["gym_at_ns"], rows[1]["gym_at_ns"] = rows[0]["at_ns"] + 10**6, rows[1]["at_ns"]
+    got = scaleout.measure({"a": ["a0", "a1"]}, rows, {"a": OPEN_NS})
+    assert got["fifo_inversions"] == 0
+    assert got["lateness_ms"]["max"] == 2.0
 
 
 def test_the_floor_aims_so_as_never_to_be_early_by_the_gym_clock():
