@@ -295,16 +295,22 @@ def stack(scenario: Scenario, args: argparse.Namespace) -> Iterator[Stack]:
         "sandbox": f"http://127.0.0.1:{sandbox_port}",
     }
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH", "GUNICORN"))}
+    # The gym's clock (the sandbox's); scripts sharing this stack without the options get ours.
+    gym = {
+        "offset_ms": getattr(args, "clock_offset_ms", 0.0),
+        "jitter_ms": getattr(args, "clock_jitter_ms", 0.0),
+        "seed": getattr(args, "clock_seed", None),
+    }
     with ExitStack() as parts:
         urls["database"] = parts.enter_context(database(scenario.db))
         q_args = [python, "-m", "qstash_dev", "--port", str(qstash_port), "--quiet"]
         ready = f"{urls['qstash']}/v2/keys"
         parts.enter_context(process(q_args, base_env, ready, "scaleout-qstash"))
         s_args = [python, "-m", "aimharder_sandbox", "--port", str(sandbox_port)]
-        s_args += ["--clock-offset-ms", str(args.clock_offset_ms)]
-        s_args += ["--clock-jitter-ms", str(args.clock_jitter_ms)]
-        if args.clock_seed is not None:
-            s_args += ["--clock-seed", str(args.clock_seed)]
+        s_args += ["--clock-offset-ms", str(gym["offset_ms"])]
+        s_args += ["--clock-jitter-ms", str(gym["jitter_ms"])]
+        if gym["seed"] is not None:
+            s_args += ["--clock-seed", str(gym["seed"])]
         ready = f"{urls['sandbox']}/_sandbox/state"
         parts.enter_context(process(s_args, base_env, ready, "scaleout-sandbox"))
         app_env = app_environment(scenario, args, base_env, urls)
@@ -327,11 +333,7 @@ def stack(scenario: Scenario, args: argparse.Namespace) -> Iterator[Stack]:
             "threads": args.threads or "gunicorn.conf.py default",
             "load_balancer": "haproxy " + args.balance if use_lb else None,
             "pg_pool": pools or "app defaults",
-            "gym_clock": {
-                "offset_ms": args.clock_offset_ms,
-                "jitter_ms": args.clock_jitter_ms,
-                "seed": args.clock_seed,
-            },
+            "gym_clock": gym,
             "app_env": {k: app_env[k] for k in ("QSTASH_ENABLED", "LEGACY_CRON_ENABLED")}
             | dict(kv.split("=", 1) for kv in args.app_env),
         }
