@@ -78,7 +78,9 @@ SCENARIOS = (
     Scenario("V4", "1,000 in one class", 1, 1, 1000, 1),
     Scenario("V5", "1,000 across 20 classes", 1, 4, 1000, 20),
     Scenario("V6", "5,000 across 100 classes", 2, 4, 5000, 100),
+    Scenario("V7", "1,000 across 20 classes", 1, 1, 1000, 20),
     Scenario("W1", "webhook throughput", 1, 1, 500, 500, throughput=True),
+    Scenario("W2", "webhook throughput", 1, 2, 500, 500, throughput=True),
     Scenario("W4", "webhook throughput", 1, 4, 500, 500, throughput=True),
     Scenario("W8", "webhook throughput", 2, 4, 500, 500, throughput=True),
 )

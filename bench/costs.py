@@ -7,13 +7,18 @@ gunicorn_counting.py`, and the AimHarder sandbox in this process):
 - `webhook`: N already-due prebookings; N signed deliveries, then the same N again as
   duplicates (as bench/webhook_throughput.py). CPU of the gunicorn processes (/proc, utime +
   stime) and of the database's PostgreSQL backends per delivery, SQL statements, pool
-  checkouts and new connections per delivery (SQLAlchemy events), deliveries per second.
+  checkouts and new connections per delivery (SQLAlchemy events), deliveries per second. A
+  first delivery is answered `armed` and its prebooking fired by the dispatcher in the
+  background: its phase runs until every booking is at the sandbox and the app is idle again,
+  so its CPU is the whole prebooking's (arm + fire + record), not the request's alone.
 - `crowd`: N prebookings opening at one instant T (in `--crowd-classes` classes); N signed
   deliveries sent ~12 s ahead, as many at once as QStash could. CPU per delivery while they are
   admitted, per prebooking from then to T (prepare), and from T until every booking is in
   (fire, read, record); the pace of the writes at the sandbox's kernel stamps (per shot);
   lateness p50/p99/max; bytes per row of every table afterwards.
-- `cron`: N due prebookings booked by legacy cron ticks: CPU and statements per booking.
+- `cron`: N due prebookings booked by legacy cron ticks: ticks until every one is armed
+  (a tick arms at most CRON_BATCH_LIMIT; the dispatcher fires them), then the wait for the
+  bookings at the sandbox: CPU and statements per booking.
 - `create`: N `POST /api/prebookings` with QStash on (qstash_dev): CPU and statements each.
 - `qstash`: `bench/cost.py --scenarios create,schedules` (small n): messages and delivery
   attempts per prebooking, schedule messages per day.
@@ -84,6 +89,7 @@ def fire(client: httpx.Client, url: str, bodies: list[bytes], concurrency: int) 
     """
     latencies: list[float] = []
     statuses: dict[str, int] = {}
+    actions: dict[str, int] = {}
 
     def one(body: bytes) -> None:
         headers = {
@@ -95,6 +101,11 @@ def fire(client: httpx.Client, url: str, bodies: list[bytes], concurrency: int) 
         resp = client.post(url, content=body, headers=headers)
         latencies.append((time.perf_counter() - started) * 1000)
         statuses[str(resp.status_code)] = statuses.get(str(resp.status_code), 0) + 1
+        try:
+            action = str(resp.json().get("action"))
+        except ValueError:
+            action = "not JSON"
+        actions[action] = actions.get(action, 0) + 1
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -107,6 +118,7 @@ def fire(client: httpx.Client, url: str, bodies: list[bytes], concurrency: int) 
         "p50_ms": round(percentile(latencies, 50), 1),
         "p99_ms": round(percentile(latencies, 99), 1),
         "statuses": statuses,
+        "actions": actions,  # the webhook's answer: armed (first), lost_claim (duplicate), ...
     }
 
 
@@ -535,11 +547,17 @@ def pass_cron(args: argparse.Namespace) -> tuple[list[Entry], dict[str, Any]]:
         create_all(api, emails, opened, lambda i: f"t{i}")
         app.meter.calibrate()
         headers = {"Authorization": f"Bearer {CRON_SECRET}"}
-        ticks = []
+        ticks: list[dict[str, Any]] = []
         with httpx.Client(base_url=app.url, timeout=120) as client:
             s0 = app.meter.snap()
-            while len(app.sandbox.bookings()) < n and len(ticks) < 2 * n:
+            # A tick arms (claims) what is due, at most CRON_BATCH_LIMIT, and answers; the
+            # dispatcher books them in the background. Tick until all are armed (or a tick finds
+            # none due), then wait for the bookings, not for more ticks.
+            while sum(int(t.get("claimed") or 0) for t in ticks) < n and len(ticks) < n:
                 ticks.append(client.post(CRON_PATH, headers=headers).json())
+                if not ticks[-1].get("due"):
+                    break
+            wait_for(lambda: len(app.sandbox.bookings()) >= n, 60)
             s1 = app.meter.quiet(10)
         cost = app.meter.phase(s0, s1)
         booked = len(app.sandbox.bookings())
@@ -549,7 +567,8 @@ def pass_cron(args: argparse.Namespace) -> tuple[list[Entry], dict[str, Any]]:
         ("cron.booking_db_cpu_ms", cost["db_cpu"] / max(1, booked) * 1000, "ms PostgreSQL CPU per cron-tick booking", note),  # noqa: E501
         ("cron.statements_per_booking", cost["statements"] / max(1, booked), "SQL statements per cron-tick booking", note),  # noqa: E501
     ]  # fmt: skip
-    return entries, {"ticks": len(ticks), "booked": booked, "phase": cost, "idle": app.meter.idle()}
+    detail = {"ticks": len(ticks), "tick_replies": ticks, "booked": booked, "phase": cost}
+    return entries, detail | {"idle": app.meter.idle()}
 
 
 def pass_create(args: argparse.Namespace) -> tuple[list[Entry], dict[str, Any]]:

@@ -25,12 +25,24 @@ gym's clock), the floor's p99 and the ratio, early arrivals, FIFO inversions ins
 places (arrived booked before opening + 2 s in a class of as many places as prebookings), how
 many were never sent (no arrival by opening + `--grace`), final statuses, load averages.
 
+The gym's clock: `--clock-offset-ms X --clock-jitter-ms J` start the sandbox with that clock
+(`python -m aimharder_sandbox --clock-offset-ms X --clock-jitter-ms J`: the gym's clock reads
+ours + X ± J per request; negative X = the gym is behind). The sandbox decides "too early" (-12)
+by its clock and records, for each arrival, the kernel stamp (`at_ns`, ours) and what its clock
+read then (`gym_at_ns`); every figure here is taken in the gym's clock (`gym_at_ns` against the
+class's `opens_at_ns`, which the sandbox holds in its clock), so "early" means early for the
+gym. Also reported: the -12 too-early answers (`too_early_answers`, and how many members got
+one), the lateness of each member's first *accepted* arrival (after any -12 re-send), and the
+lateness on our clock against the opening moved by the offset (the jitter taken out).
+
     python bench/scaleout.py --scenario one-class-200
     python bench/scaleout.py --scenario twenty-classes-1000 --runs 3
     python bench/scaleout.py --scenario scaleout-5000
     python bench/scaleout.py --scenario legacy-overlap
     python bench/scaleout.py --scenario one-class-200 --smoke       # 20, 1 instance, 2 workers
     python bench/scaleout.py --scenario scaleout-5000 --n 1000 --classes 20 --db sqlite
+    python bench/scaleout.py --scenario one-class-200 --instances 1 --workers 2 \
+        --clock-offset-ms -20 --clock-jitter-ms 2                    # the gym 20 ms behind
 """
 
 from __future__ import annotations
@@ -283,12 +295,22 @@ def stack(scenario: Scenario, args: argparse.Namespace) -> Iterator[Stack]:
         "sandbox": f"http://127.0.0.1:{sandbox_port}",
     }
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("QSTASH", "GUNICORN"))}
+    # The gym's clock (the sandbox's); scripts sharing this stack without the options get ours.
+    gym = {
+        "offset_ms": getattr(args, "clock_offset_ms", 0.0),
+        "jitter_ms": getattr(args, "clock_jitter_ms", 0.0),
+        "seed": getattr(args, "clock_seed", None),
+    }
     with ExitStack() as parts:
         urls["database"] = parts.enter_context(database(scenario.db))
         q_args = [python, "-m", "qstash_dev", "--port", str(qstash_port), "--quiet"]
         ready = f"{urls['qstash']}/v2/keys"
         parts.enter_context(process(q_args, base_env, ready, "scaleout-qstash"))
         s_args = [python, "-m", "aimharder_sandbox", "--port", str(sandbox_port)]
+        s_args += ["--clock-offset-ms", str(gym["offset_ms"])]
+        s_args += ["--clock-jitter-ms", str(gym["jitter_ms"])]
+        if gym["seed"] is not None:
+            s_args += ["--clock-seed", str(gym["seed"])]
         ready = f"{urls['sandbox']}/_sandbox/state"
         parts.enter_context(process(s_args, base_env, ready, "scaleout-sandbox"))
         app_env = app_environment(scenario, args, base_env, urls)
@@ -311,6 +333,7 @@ def stack(scenario: Scenario, args: argparse.Namespace) -> Iterator[Stack]:
             "threads": args.threads or "gunicorn.conf.py default",
             "load_balancer": "haproxy " + args.balance if use_lb else None,
             "pg_pool": pools or "app defaults",
+            "gym_clock": gym,
             "app_env": {k: app_env[k] for k in ("QSTASH_ENABLED", "LEGACY_CRON_ENABLED")}
             | dict(kv.split("=", 1) for kv in args.app_env),
         }
@@ -350,6 +373,14 @@ class SandboxView:
             for c in self.state()["classes"]
             if c["class_id"] in class_ids and c["opens_at_ns"] is not None
         }
+
+    def clock(self) -> dict[str, Any]:
+        """The gym's clock settings as the sandbox holds them (offset_ms, jitter_ms, seed)."""
+        clock: dict[str, Any] = httpx.get(f"{self.url}/_sandbox/clock", timeout=60).json()
+        return clock
+
+    def offset_ns(self) -> int:
+        return round(float(self.clock().get("offset_ms") or 0) * 1e6)
 
     def arrivals(self, class_ids: set[str]) -> list[dict[str, Any]]:
         rows = httpx.get(f"{self.url}/_sandbox/arrivals", timeout=120).json()
@@ -503,43 +534,90 @@ def wait_for_arrivals(
         time.sleep(0.5)
 
 
+TOO_EARLY_KEYS = ("ERROR_ANTELACION_CLIENTE",)  # and ..._HORAS: the -12 "too early" answers
+
+
+def gym_ns(arrival: dict[str, Any]) -> int:
+    """When the arrival came in by the gym's clock (the sandbox's `gym_at_ns`; its kernel stamp
+    when the sandbox records none, i.e. no clock offset)."""
+    stamp = arrival.get("gym_at_ns")
+    return int(stamp) if stamp is not None else int(arrival["at_ns"])
+
+
+def too_early(arrival: dict[str, Any]) -> bool:
+    """A -12 answer for the window (not -12 "already booked at that time")."""
+    key = arrival.get("error_key")
+    return arrival.get("book_state") == -12 and (key is None or key.startswith(TOO_EARLY_KEYS))
+
+
 def measure(
-    members: dict[str, list[str]], arrivals: list[dict[str, Any]], openings: dict[str, int]
+    members: dict[str, list[str]],
+    arrivals: list[dict[str, Any]],
+    openings: dict[str, int],
+    offset_ns: int = 0,
 ) -> dict[str, Any]:
-    """From the sandbox's stamps: lateness of each member's first arrival against its class's
-    opening, early, inversions inside each class, places by opening + FILL_S, never sent.
+    """From the sandbox's stamps: each member's first arrival (by the kernel stamp) and its
+    lateness against its class's opening *by the gym's clock* (`gym_at_ns`), early, inversions
+    inside each class (by kernel stamps: the order the box received them; the gym clock's
+    per-request jitter must not reorder them), places by opening + FILL_S, never sent; the -12
+    too-early answers; the first *accepted* arrival of each member (after any re-send): its
+    lateness and the inversions among those (who got in first); and the first arrival's
+    lateness on our clock against opening - `offset_ns` (the gym's fixed offset, jitter out).
 
     `members`: class id -> its users' cookies in FIFO rank order.
     """
-    first: dict[tuple[str, str], int] = {}
+    known = {(c, u) for c, us in members.items() for u in us}
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    accepted: dict[tuple[str, str], dict[str, Any]] = {}
     placed: set[tuple[str, str]] = set()
+    refused_early: Counter[tuple[str, str]] = Counter()
     for a in arrivals:
         key = (a["class_id"], a["user"])
-        first[key] = min(first.get(key, a["at_ns"]), a["at_ns"])
-        if a["book_state"] == 1 and a["at_ns"] <= openings[a["class_id"]] + int(FILL_S * 1e9):
+        if key not in known:
+            continue
+        if key not in first or a["at_ns"] < first[key]["at_ns"]:
+            first[key] = a
+        if too_early(a):
+            refused_early[key] += 1
+        elif a.get("book_state") in (0, 1):
+            if key not in accepted or a["at_ns"] < accepted[key]["at_ns"]:
+                accepted[key] = a
+        if a["book_state"] == 1 and gym_ns(a) <= openings[a["class_id"]] + int(FILL_S * 1e9):
             placed.add(key)
-    late, inv, classes_inverted, never = [], 0, 0, 0
+    late: list[float] = []
+    late_ours: list[float] = []
+    late_ok: list[float] = []
+    inv = classes_inverted = inv_ok = never = 0
     for class_id, users in members.items():
-        sent = [
-            (first[(class_id, u)], rank) for rank, u in enumerate(users) if (class_id, u) in first
+        opening = openings[class_id]
+        mine = [(r, first[(class_id, u)]) for r, u in enumerate(users) if (class_id, u) in first]
+        ok = [
+            (r, accepted[(class_id, u)]) for r, u in enumerate(users) if (class_id, u) in accepted
         ]
-        never += len(users) - len(sent)
-        late += [(at - openings[class_id]) / 1e6 for at, _ in sent]
-        class_inv = inversions([rank for _, rank in sorted(sent)])
+        never += len(users) - len(mine)
+        late += [(gym_ns(a) - opening) / 1e6 for _, a in mine]
+        late_ours += [(int(a["at_ns"]) - (opening - offset_ns)) / 1e6 for _, a in mine]
+        late_ok += [(gym_ns(a) - opening) / 1e6 for _, a in ok]
+        class_inv = inversions([r for _, r in sorted((a["at_ns"], r) for r, a in mine)])
         inv += class_inv
         classes_inverted += class_inv > 0
-    known = {(c, u) for c, us in members.items() for u in us}
+        inv_ok += inversions([r for _, r in sorted((a["at_ns"], r) for r, a in ok)])
     return {
         "prebookings": len(known),
-        "sent": len(first.keys() & known),
+        "sent": len(first),
         "never_sent": never,
         "early": sum(1 for v in late if v < 0),
+        "too_early_answers": sum(refused_early.values()),
+        "members_refused_early": len(refused_early),
         "extra_arrivals": sum(1 for a in arrivals if (a["class_id"], a["user"]) in known)
-        - len(first.keys() & known),
+        - len(first),
         "lateness_ms": summary(late),
+        "accepted_lateness_ms": summary(late_ok),
+        "accepted_fifo_inversions": inv_ok,
+        "our_clock_lateness_ms": summary(late_ours),
         "fifo_inversions": inv,
         "classes_with_inversions": classes_inverted,
-        "got_place": len(placed & known),
+        "got_place": len(placed),
     }
 
 
@@ -565,9 +643,12 @@ def run_floor(sandbox: SandboxView, tag: str, sizes: list[int], mode: str) -> di
         + ["--classes", ",".join(class_ids), "--mode", mode],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=600,
     )
+    if done.returncode != 0:  # keep the app's figures of this run: report the floor as failed
+        print(f"warning: the floor failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+        return {"mode": mode, "failed": done.stderr[-2000:], "lateness_ms": {}}
     report = json.loads(done.stdout.splitlines()[-1])
     members = {
         c: [f"floor-{c}-{i}" for i in range(size)] for c, size in zip(class_ids, sizes, strict=True)
@@ -575,7 +656,10 @@ def run_floor(sandbox: SandboxView, tag: str, sizes: list[int], mode: str) -> di
     opens = datetime.fromisoformat(report["opens_at"])
     arrivals = wait_for_arrivals(sandbox, set(class_ids), n, opens, 10)
     openings = sandbox.openings_ns(set(class_ids))
-    return measure(members, arrivals, openings) | {"mode": mode, "sender": report["sender"]}
+    return measure(members, arrivals, openings, sandbox.offset_ns()) | {
+        "mode": mode,
+        "sender": report["sender"],
+    }
 
 
 def statuses(
@@ -648,7 +732,7 @@ def one_run(
         c: [m.cookie for m in sorted(ms, key=lambda m: m.rank)]
         for c, ms in by_class_of(created).items()
     }
-    app = measure(members, arrivals, openings)
+    app = measure(members, arrivals, openings, sandbox.offset_ns())
     final, executed_by = statuses(api, {c.id for c in created}, args.grace)
     floor = run_floor(sandbox, tag, [sizes[c] for c in class_ids], args.floor_mode)
     app_p99, floor_p99 = app["lateness_ms"].get("p99"), floor["lateness_ms"].get("p99")
@@ -656,6 +740,7 @@ def one_run(
         "scenario": scenario.name,
         "run": run,
         "opens_at": opens.isoformat(),
+        "gym_clock": sandbox.clock(),
         "lead": {
             "crowd_lead_s": lead_s,
             "lead_in_s": args.lead_in,
@@ -668,7 +753,9 @@ def one_run(
         "statuses": final,
         "executed_by": executed_by,
         "floor": floor,
-        "p99_ratio_to_floor": round(app_p99 / floor_p99, 2) if app_p99 and floor_p99 else None,
+        "p99_ratio_to_floor": round(app_p99 / floor_p99, 2)
+        if app_p99 and floor_p99 and app_p99 > 0 and floor_p99 > 0
+        else None,
         "cron_pings": pings,
         "lb_requests_per_instance": lb_counts(stack_.lb_stats_url),
         "loadavg_before": [round(v, 2) for v in load_before],
@@ -699,19 +786,25 @@ def statuses_cell(run: dict[str, Any]) -> str:
 def markdown(results: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     """One row per run; lateness in ms against the sandbox's opening."""
     head = (
-        "| scenario | run | n | layout | p50 | p99 | max | floor p99 | p99/floor | early "
+        "| scenario | run | n | layout | gym clock offset ± jitter ms | p50 | p99 | max "
+        "| floor p99 | p99/floor | early | -12 answers (members) | accepted p99 (inversions) "
         "| FIFO inversions (classes) | got a place | never sent | statuses "
-        "| lead margin s | load 1 m before → after |\n" + "| --- " * 16 + "|"
+        "| lead margin s | load 1 m before → after |\n" + "| --- " * 19 + "|"
     )
+    clock = settings.get("gym_clock", {})
+    gym = f"{clock.get('offset_ms', 0):g} ± {clock.get('jitter_ms', 0):g}"
     layout = f"{settings['instances']}×{settings['workers']} {settings['db']}"
     lines = [head]
     for r in results:
         app, late = r["app"], r["app"]["lateness_ms"]
         lines.append(
-            f"| {r['scenario']} | {r['run']} | {app['prebookings']:,} | {layout} "
+            f"| {r['scenario']} | {r['run']} | {app['prebookings']:,} | {layout} | {gym} "
             f"| {fmt(late.get('p50'))} | {fmt(late.get('p99'))} | {fmt(late.get('max'))} "
             f"| {fmt(r['floor']['lateness_ms'].get('p99'))} | {fmt(r['p99_ratio_to_floor'])} "
-            f"| {app['early']} | {app['fifo_inversions']:,} ({app['classes_with_inversions']}) "
+            f"| {app['early']} | {app['too_early_answers']:,} ({app['members_refused_early']:,}) "
+            f"| {fmt(app['accepted_lateness_ms'].get('p99'))} "
+            f"({app['accepted_fifo_inversions']:,} inv.) "
+            f"| {app['fifo_inversions']:,} ({app['classes_with_inversions']}) "
             f"| {app['got_place']:,} | {app['never_sent']:,} "
             f"| {statuses_cell(r)} "
             f"| {r['lead']['margin_s']} | {r['loadavg_before'][0]} → {r['loadavg_after'][0]} |"
@@ -772,6 +865,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="s after the opening: no arrival by then = never sent",
     )
+    parser.add_argument(
+        "--clock-offset-ms",
+        type=float,
+        default=0.0,
+        help="the sandbox's (gym's) clock runs this far ahead of ours (negative: behind)",
+    )
+    parser.add_argument(
+        "--clock-jitter-ms",
+        type=float,
+        default=0.0,
+        help="plus, per request, a uniform draw in [-jitter, +jitter] (the sandbox's option)",
+    )
+    parser.add_argument("--clock-seed", type=int, help="seed of the sandbox's jitter draws")
     parser.add_argument("--create-threads", type=int, default=8)
     parser.add_argument("--floor-mode", choices=("line", "threads"), default="line")
     parser.add_argument(

@@ -16,8 +16,9 @@ receive stamps, `SO_TIMESTAMPNS`), FIFO inversions and the load average.
 With `--url`: fires into an already running sandbox (bench/scaleout.py's, for the same run's
 floor): `--n` requests spread in turn over `--classes a,b,c` (user `floor-<class>-<i>`). It
 connects first, then defines those classes (as many places as requests) opening at the next
-whole second, fires at that opening as the sandbox holds it, and prints one JSON line about
-the sender only; the caller measures from the sandbox's stamps.
+whole second, fires at that opening as the sandbox holds it (in the gym's clock: the sandbox's
+clock offset and jitter taken into account, so that no request is early by it), and prints one
+JSON line about the sender only; the caller measures from the sandbox's stamps.
 
     python bench/stub_floor.py --n 200 --stagger-ms 0
     python bench/stub_floor.py --n 200 --mode threads
@@ -264,10 +265,14 @@ def standalone(args: argparse.Namespace) -> dict[str, object]:
 
 
 def gym_offset_ns(state: dict[str, object]) -> int:
-    """How far the gym's clock runs ahead of ours, if the sandbox says so (issue 15 gives it a
-    configurable clock offset); 0 until it does. A sender aims at opening - offset, ours."""
-    offset = state.get("clock_offset_ns") or 0
-    return int(offset) if isinstance(offset, int | float | str) else 0
+    """How far ahead of ours an ideal sender must take the gym's clock so as never to arrive
+    early by it: the sandbox's offset minus its jitter (`/_sandbox/state` "clock": offset_ms,
+    jitter_ms; 0 when it reports none). A sender aims at opening - this, on our clock."""
+    clock = state.get("clock")
+    if not isinstance(clock, dict):
+        return 0
+    offset = float(clock.get("offset_ms") or 0) - float(clock.get("jitter_ms") or 0)
+    return round(offset * 1_000_000)
 
 
 def into_running(args: argparse.Namespace) -> dict[str, object]:

@@ -72,6 +72,50 @@ def test_measure_accounts_for_every_member_sent_early_never_sent_and_placed():
     assert got["lateness_ms"]["min"] == -5.0
 
 
+def test_measure_judges_by_the_gym_clock_and_counts_too_early_answers():
+    """The gym's clock 20 ms behind ours: a request sent at our opening arrives 20 ms early by
+    the gym's clock and is answered -12; its re-send 30 ms later is accepted, 10 ms late."""
+    members = {"a": ["a0", "a1"]}
+    offset = -20 * 10**6
+
+    def gym(user, ms, state, key=None):
+        row = arrival("a", user, ms, book_state=state)  # ms on OUR clock past the opening
+        return row | {"gym_at_ns": row["at_ns"] + offset, "error_key": key}
+
+    arrivals = [
+        gym("a0", 0.5, -12, "ERROR_ANTELACION_CLIENTE"),  # gym: -19.5 ms, refused early
+        gym("a0", 30.0, 1),  # gym: +10 ms, booked
+        gym("a1", 21.0, 1),  # gym: +1 ms, booked
+        gym("a1", 22.0, -12, "NOPUEDESRESERVAMISMAHORA"),  # a -12 that is not "too early"
+    ]
+    got = scaleout.measure(members, arrivals, {"a": OPEN_NS}, offset)
+    assert got["early"] == 1
+    assert got["too_early_answers"] == 1 and got["members_refused_early"] == 1
+    assert got["lateness_ms"]["min"] == -19.5 and got["lateness_ms"]["max"] == 1.0
+    assert got["accepted_lateness_ms"]["max"] == 10.0
+    assert got["our_clock_lateness_ms"]["min"] == -19.5  # no jitter: as by the gym's clock
+    assert got["got_place"] == 2
+    assert got["fifo_inversions"] == 0  # a0's first (early) arrival came first
+    assert got["accepted_fifo_inversions"] == 1  # but a1 was accepted before a0's re-send
+
+
+def test_the_gym_clock_jitter_does_not_reorder_arrivals():
+    """Inversions follow the kernel stamps (the order the box received them), not the gym's
+    per-request clock reading."""
+    rows = [arrival("a", "a0", 1.0), arrival("a", "a1", 1.01)]
+    rows[0]["gym_at_ns"], rows[1]["gym_at_ns"] = rows[0]["at_ns"] + 10**6, rows[1]["at_ns"]
+    got = scaleout.measure({"a": ["a0", "a1"]}, rows, {"a": OPEN_NS})
+    assert got["fifo_inversions"] == 0
+    assert got["lateness_ms"]["max"] == 2.0
+
+
+def test_the_floor_aims_so_as_never_to_be_early_by_the_gym_clock():
+    from stub_floor import gym_offset_ns
+
+    assert gym_offset_ns({}) == 0
+    assert gym_offset_ns({"clock": {"offset_ms": -20, "jitter_ms": 2}}) == -22 * 10**6
+
+
 def test_the_pool_stays_inside_the_postgresql_budget():
     assert scaleout.pool_settings(4, 100) == {}  # the app's 10 + 10 fit
     pools = scaleout.pool_settings(8, 64)
