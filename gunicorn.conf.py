@@ -88,8 +88,8 @@ def post_worker_init(worker):  # type: ignore[no-untyped-def]
 
 
 def worker_exit(server, worker):  # type: ignore[no-untyped-def]
-    """Let the exiting worker finish its bookings in flight and close its connections
-    (what it still holds waits, claimed, for another process to adopt after the lease)."""
+    """Let the exiting worker finish its bookings in flight, release what it holds unsent
+    (a live process's sweep fires it at its instant) and close its connections."""
     from flask import Flask
 
     from flask_app import close

@@ -67,10 +67,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
 def close(app: Flask, timeout_s: float = 5.0) -> None:
     """Let go of everything `app` holds, in order: its background runner, its detached gym
-    jobs, its dispatcher's threads (a booking in flight finishes and is recorded), its
-    AimHarder client, its database connections. Held deliveries stay claimed and another
-    process adopts them after their lease. gunicorn's worker_exit and the tests call it;
-    nothing of the app touches the database afterwards."""
+    jobs, its dispatcher (what it holds unsent is released to pending for a live process's
+    sweep; a booking in flight finishes and is recorded; its threads end), its AimHarder
+    client, its database connections. gunicorn's worker_exit and the tests call it; nothing
+    of the app touches the database afterwards."""
     background.get_runner(app).stop(timeout_s)
     for detached in preflight.threads(app).values():
         detached.join(timeout_s)
