@@ -93,14 +93,15 @@ def test_a_class_told_too_early_is_sent_again_in_creation_order(app, session, sa
     """The gym's clock is behind ours and nothing estimated it yet: the whole class answers
     -12 at once; its re-sends go out as one round, in rank order, so the first to prebook is
     still the first the gym accepts."""
-    dispatcher = get_dispatcher(app)  # rounds 30, 60, 120, 240 ms apart: open by the 4th
+    dispatcher = get_dispatcher(app)  # re-send rounds 100 ms, then 200 ms after the answers
     dispatcher.settings = replace(
-        dispatcher.settings, resend_max=8, resend_gap=timedelta(milliseconds=30)
+        dispatcher.settings, resend_max=8, resend_gap=timedelta(milliseconds=100)
     )
     opening = datetime.now(UTC) + timedelta(seconds=5)  # room to create 30 on a busy machine
-    # The gym opens 300 ms after our opening: every first send is told -12, however loaded
-    # the machine, and the re-send rounds reach the opening within the 1 s re-send window.
-    sandbox.add_class("1001", DAY, opens_at=opening + timedelta(milliseconds=300), capacity=30)
+    # The gym opens 250 ms after our opening: the first sends (~+5 ms) and the first round
+    # (~+110 ms) are told -12, the second round (300 ms or more after our opening) is
+    # accepted, so no round straddles the gym's opening, however loaded the machine.
+    sandbox.add_class("1001", DAY, opens_at=opening + timedelta(milliseconds=250), capacity=30)
     users, rows = crowd(app, session, 30, opening)
     arm_all(app, rows[::-1])  # armed newest first
     arrivals = sorted(sandbox.arrivals(), key=lambda a: a["at_ns"])

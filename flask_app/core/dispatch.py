@@ -363,7 +363,7 @@ class Dispatcher:
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._rounds: dict[tuple[str, int], datetime] = {}  # (class, send number): re-send at
+        self._rounds: dict[str, datetime] = {}  # class key: its next re-send round's instant
         self._prepare_pool: ThreadPoolExecutor | None = None
         self._book_pool: ThreadPoolExecutor | None = None
         self._reader = AnswerReader(timeout_s=settings.answer_timeout_s)
@@ -1089,10 +1089,12 @@ class Dispatcher:
         self.executor.line.submit([(again, at, partial(self._on_written, member, again))])
 
     def _round_instant(self, member: Member, earliest: datetime) -> datetime:
-        """The instant of this class's re-send round `member.sends` plus the member's rank ×
-        stagger. The round's instant is the first asking member's `earliest`; an answer that
-        comes after it has passed opens a new round (the line has written the old one)."""
-        key = (member.claimed.class_key, member.sends)
+        """The instant of this class's next re-send round plus the member's rank × stagger.
+        The round's instant is the first asking member's `earliest`; whoever is told too early
+        before it passes joins it, whatever its send count (members that fell a round behind
+        catch up with the others, so the class goes on in one round); an answer that comes
+        after it has passed opens the next round (the line has written the old one)."""
+        key = member.claimed.class_key
         stagger = self.staggers.get(member.arrival.path, self.settings.stagger)
         with self._lock:
             base = self._rounds.get(key)
