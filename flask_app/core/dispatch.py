@@ -358,8 +358,7 @@ class Dispatcher:
         self._seq = itertools.count()
         self._held = 0
         self._queued = 0  # recorder jobs not yet done
-        self._stopped = False
-        self._halt = threading.Event()  # set with _stopped: wakes the heartbeat's sleep
+        self._halt = threading.Event()  # set by stop(); also wakes the heartbeat's sleep
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
@@ -455,7 +454,6 @@ class Dispatcher:
         disposed."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
-            self._stopped = True
             self._halt.set()
             self._lock.notify_all()
             threads, self._threads = self._threads, []
@@ -641,7 +639,7 @@ class Dispatcher:
     def _run_heartbeat(self) -> None:
         # Only while it holds or watches something: an idle process has nothing to rescue.
         pause = self.settings.heartbeat.total_seconds()
-        while not self._stopped:
+        while not self._halt.is_set():
             if not self._is_idle():
                 self._beat()
             self._halt.wait(pause)
@@ -655,7 +653,7 @@ class Dispatcher:
             log.warning("dispatcher heartbeat not written", exc_info=True)
 
     def _run(self) -> None:
-        while not self._stopped:
+        while not self._halt.is_set():
             with self._lock:
                 groups = self._pop_due(self.clock.now())
                 if not groups:
