@@ -48,15 +48,31 @@ def crowd(app, n, opening):
     return ids, users
 
 
-def start(db_url, fernet_key, sandbox, ids, lead_ms):
-    armed = SPAWN.Event()
-    proc = SPAWN.Process(
-        target=dispatch_workers.arm_and_fire,
-        args=(db_url, fernet_key, sandbox.url, ids, armed, lead_ms),
-    )
-    proc.start()
-    assert armed.wait(60), "the worker never armed its prebookings"
-    return proc
+class Worker:
+    """A spawned process with its own app and dispatcher (dispatch_workers.arm_and_fire)."""
+
+    def __init__(self, db_url, fernet_key, sandbox, lead_ms):
+        self.ready, self.armed, self.ids = SPAWN.Event(), SPAWN.Event(), SPAWN.Queue()
+        self.proc = SPAWN.Process(
+            target=dispatch_workers.arm_and_fire,
+            args=(db_url, fernet_key, sandbox.url, lead_ms, self.ready, self.ids, self.armed),
+        )
+        self.proc.start()
+
+    def wait_ready(self):
+        assert self.ready.wait(120), "the worker never started its app"
+
+    def arm(self, ids):
+        self.ids.put(ids)
+        assert self.armed.wait(60), "the worker never armed its prebookings"
+
+
+def workers(db_url, fernet_key, sandbox, *leads_ms):
+    """Processes started and up (the slow part), before any prebooking exists."""
+    started = [Worker(db_url, fernet_key, sandbox, lead) for lead in leads_ms]
+    for worker in started:
+        worker.wait_ready()
+    return started
 
 
 def fired_by(app):
@@ -78,13 +94,13 @@ def received(sandbox):
 def test_one_process_leads_the_class_and_fires_every_process_members_in_order(
     app, db_url, fernet_key, sandbox
 ):
+    first, second = workers(db_url, fernet_key, sandbox, 1000, 1000)
     opening = datetime.now(UTC) + timedelta(seconds=8)
     sandbox.add_class("1001", DAY, opens_at=opening, capacity=20)
     ids, users = crowd(app, 20, opening)
-    procs = [
-        start(db_url, fernet_key, sandbox, ids[0::2], 1000),
-        start(db_url, fernet_key, sandbox, ids[1::2], 1000),
-    ]
+    first.arm(ids[0::2])
+    second.arm(ids[1::2])
+    procs = [first.proc, second.proc]
     for proc in procs:
         proc.join(60)
     assert [p.exitcode for p in procs] == [0, 0]
@@ -97,12 +113,14 @@ def test_one_process_leads_the_class_and_fires_every_process_members_in_order(
 def test_a_leader_killed_before_the_instant_leaves_its_class_to_the_watchdog(
     app, db_url, fernet_key, sandbox
 ):
+    # The first elects (and adopts) 5 s ahead; the second only 1 s ahead: it follows.
+    leading, following = workers(db_url, fernet_key, sandbox, 5000, 1000)
     opening = datetime.now(UTC) + timedelta(seconds=10)
     sandbox.add_class("1001", DAY, opens_at=opening, capacity=20)
     ids, users = crowd(app, 20, opening)
-    # The first elects (and adopts) 5 s ahead; the second only 1 s ahead: it follows.
-    leader = start(db_url, fernet_key, sandbox, ids[0::2], 5000)
-    follower = start(db_url, fernet_key, sandbox, ids[1::2], 1000)
+    leading.arm(ids[0::2])
+    following.arm(ids[1::2])
+    leader, follower = leading.proc, following.proc
     deadline = time.monotonic() + 30
     while len(holders(app, ids)) != 1:  # every member adopted by the leader, none sent
         assert time.monotonic() < deadline, "the leader never adopted the class"

@@ -81,14 +81,13 @@ from flask_app.core.execution import (
 )
 from flask_app.core.fire_groups import Bid, beat, elect_many
 from flask_app.core.prebooking import PrebookingStatus
+from flask_app.core.resend_rounds import ResendRounds, Waiting
 from flask_app.models import is_valid_id
 from flask_app.timing import Clock
 
 log = logging.getLogger(__name__)
 
 _EXT = "dispatcher"
-#: Re-send rounds remembered (a few per class opening at once; the oldest are forgotten).
-_MAX_ROUNDS = 10_000
 #: The share of the lead over which processes' bids for one class are spread (_bid_delay).
 BID_SPREAD = 0.2
 #: Steps due within this of each other run as one batch (one statement for all their classes).
@@ -362,7 +361,9 @@ class Dispatcher:
         self._pid = 0
         self._records: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._rounds: dict[str, datetime] = {}  # class key: its next re-send round's instant
+        self._rounds: ResendRounds[_Sent] = ResendRounds(
+            self._fire_round, wait=lambda: self.settings.resend_window, timers=self._realtime
+        )
         self._prepare_pool: ThreadPoolExecutor | None = None
         self._book_pool: ThreadPoolExecutor | None = None
         self._reader = AnswerReader(timeout_s=settings.answer_timeout_s)
@@ -978,6 +979,7 @@ class Dispatcher:
     # --- sending and answers -----------------------------------------------------------------
 
     def _send(self, members: list[Member]) -> None:
+        self._rounds.sending(m.claimed.class_key for m in members)
         shots = []
         for member in members:
             assert member.fire_at is not None
@@ -1033,12 +1035,17 @@ class Dispatcher:
         member.first_sent_at = member.first_sent_at or sent_at
         self._note_gym_clock(member, result, sent_at)
         reason = self._resend_reason(member, result, sent_at)
+        if reason == "too_early":
+            self.telemetry.resend(reason)
+            self._join_round(member, prepared)
+            return
         if reason is None:
+            self._rounds.answered(member.claimed.class_key)
             self._close_prepared(prepared)
             self._finish(member, result)
             return
-        self.telemetry.resend(reason)
-        self._resend(member, prepared, too_early=reason == "too_early")
+        self.telemetry.resend(reason)  # transient: again at once, still in flight
+        self._send_again(member, prepared, self._resend_instant(member))
 
     def _note_gym_clock(self, member: Member, result: BookingResult, sent_at: datetime) -> None:
         """Tell the gym's clock what this answer says about it (too early: it is behind)."""
@@ -1065,43 +1072,60 @@ class Dispatcher:
             return "transient"
         return None  # written, then no answer: uncertain; the listing must be asked first
 
-    def _resend(
-        self, member: Member, prepared: PreparedBooking | None, *, too_early: bool = False
-    ) -> None:
-        """Send again: at the gym's instant as now estimated (a too-early answer moved it),
-        and at least `resend_gap` × 2^(sends-1) after this answer, so re-sends spread over
-        a few tens of ms instead of all landing in the same millisecond. Too-early answers
-        come for a whole class at once: its members are sent again at one instant for the
-        round, in rank order (FIFO holds), not each at its own answer's time."""
+    def _resend_instant(self, member: Member) -> datetime:
+        """At the gym's instant as now estimated (a too-early answer moved it), and at least
+        `resend_gap` × 2^(sends-1) after this answer, so re-sends spread over a few tens of
+        ms instead of all landing in the same millisecond."""
         box = str(member.claimed.booking_data.get("box", ""))
-        gap = self.settings.resend_gap * 2 ** (member.sends - 1)
-        at = max(self.clock.now() + gap, self.gym.fire_instant(box, member.claimed.available_at))
-        if too_early:
-            at = self._round_instant(member, at)
+        gap: timedelta = self.settings.resend_gap * 2 ** (member.sends - 1)
+        return max(self.clock.now() + gap, self.gym.fire_instant(box, member.claimed.available_at))
+
+    def _join_round(self, member: Member, prepared: PreparedBooking | None) -> None:
+        """Too early: too-early answers come for a whole class at once, so its members go
+        out again together, in rank order (FIFO holds), once the class has no answer left in
+        flight (resend_rounds.py), not each at its own answer's time."""
+        waiting = Waiting(member.rank, member.id, self._resend_instant(member), (member, prepared))
+        self._rounds.too_early(member.claimed.class_key, waiting)
+
+    def _fire_round(self, key: str, round_: list[Waiting[_Sent]]) -> None:
+        """Send a class's round: one instant (the latest any member may go, by the gym's
+        clock as estimated now, and not before a gap from now, however long the round
+        waited) plus rank × stagger, handed to the firing line in one batch, by rank."""
+        first = round_[0].item[0]
+        box = str(first.claimed.booking_data.get("box", ""))
+        base = max(
+            max(w.earliest for w in round_),
+            self.clock.now() + self.settings.resend_gap,
+            self.gym.fire_instant(box, first.claimed.available_at),
+        )
+        stagger = self.staggers.get(first.arrival.path, self.settings.stagger)
+        shots = []
+        for waiting in round_:
+            member, prepared = waiting.item
+            shot = self._shot_again(member, prepared, base + stagger * member.rank)
+            if shot is not None:
+                shots.append(shot)
+        if shots:
+            assert self.executor.line is not None
+            self.executor.line.submit(shots)
+
+    def _send_again(self, member: Member, prepared: PreparedBooking | None, at: datetime) -> None:
+        shot = self._shot_again(member, prepared, at)
+        if shot is not None:
+            assert self.executor.line is not None
+            self.executor.line.submit([shot])
+
+    def _shot_again(
+        self, member: Member, prepared: PreparedBooking | None, at: datetime
+    ) -> _Shot | None:
+        """The firing line's shot sending `member` again at `at` (None: booked the plain way)."""
         again = prepared.again() if prepared is not None else None
         if again is None and prepared is not None:
             again = self._prepared(member)
         if again is None or self.executor.line is None:
             self._book_plain(member, at)
-            return
-        self.executor.line.submit([(again, at, partial(self._on_written, member, again))])
-
-    def _round_instant(self, member: Member, earliest: datetime) -> datetime:
-        """The instant of this class's next re-send round plus the member's rank × stagger.
-        The round's instant is the first asking member's `earliest`; whoever is told too early
-        before it passes joins it, whatever its send count (members that fell a round behind
-        catch up with the others, so the class goes on in one round); an answer that comes
-        after it has passed opens the next round (the line has written the old one)."""
-        key = member.claimed.class_key
-        stagger = self.staggers.get(member.arrival.path, self.settings.stagger)
-        with self._lock:
-            base = self._rounds.get(key)
-            if base is None or base <= self.clock.now():
-                base = self._rounds[key] = earliest
-            if len(self._rounds) > _MAX_ROUNDS:  # forget the oldest rounds (classes long done)
-                for old in list(self._rounds)[: len(self._rounds) - _MAX_ROUNDS]:
-                    del self._rounds[old]
-        return base + stagger * member.rank
+            return None
+        return (again, at, partial(self._on_written, member, again))
 
     # --- outcomes (the recorder thread) ------------------------------------------------------
 
@@ -1212,6 +1236,10 @@ class Dispatcher:
 
 #: Classes with their members, as one step handles them.
 Batch = list[tuple[Group, list[Member]]]
+#: A member told too early, with the request it was sent by (None: the plain path).
+_Sent = tuple[Member, PreparedBooking | None]
+#: What the firing line takes: a prepared request, its instant, what to call once written.
+_Shot = tuple[PreparedBooking, datetime, Callable[[bool], None]]
 
 
 def _at(group: Group) -> datetime:
