@@ -40,12 +40,12 @@ log = logging.getLogger(__name__)
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     # Windows beyond QStash's maximum delay, and publishes that failed, get their message.
     "relay-prebookings": {"task": "prebooking.relay", "schedule": crontab(minute="*/5")},
-    # Deliveries that died in QStash's DLQ: published again, handed to cron, or failed.
-    "reconcile-dlq": {"task": "qstash.reconcile_dlq", "schedule": crontab(minute="*/15")},
-    # Claims whose owner died mid-booking: the cron tick recovers them too, but not once
-    # LEGACY_CRON_ENABLED is false; this keeps recovery alive in the QStash-only phase.
-    "recover-stale-claims": {"task": "prebooking.recover_stale", "schedule": crontab()},
 }
+# Not on QStash schedules (each message counts against the plan: the free plan allows 1,000 a
+# day, and these two cost 1,536): the DLQ is reconciled by the background runner's `qstash-dlq`
+# job every minute (one process, by lease; qstash/dlq.py), and stale claims are re-armed by
+# every process's sweep every 0.5 s (core/sweep.py). Their tasks stay for `.apply()` by hand;
+# a deploy's schedule sync deletes the schedules an earlier version created.
 RECOVER_BATCH = 100
 SYNC_INTERVAL = timedelta(minutes=10)
 CHECK_INTERVAL = timedelta(minutes=5)

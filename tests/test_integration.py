@@ -71,13 +71,13 @@ def test_metrics_count_arrivals_webhook_answers_and_publish_errors(
     assert samples(client, "qstash_publish_errors_total") == [({"kind": "unavailable"}, 1.0)]
 
 
-def test_beat_schedule_holds_the_relay_and_dlq_jobs(app):
+def test_beat_schedule_holds_only_the_relay(app):
+    """The DLQ and stale claims are the background runner's (no QStash message per minute)."""
     schedule = get_celery(app).conf.beat_schedule
     assert {name: schedule[name]["task"] for name in BEAT_SCHEDULE} == {
         "relay-prebookings": "prebooking.relay",
-        "reconcile-dlq": "qstash.reconcile_dlq",
-        "recover-stale-claims": "prebooking.recover_stale",
     }
+    assert not {"reconcile-dlq", "recover-stale-claims"} & set(schedule)
 
 
 def test_relay_task_publishes_through_the_shim(app, session, gateway):

@@ -30,7 +30,7 @@ _SOURCES: tuple[tuple[str, str, float, str], ...] = (
     ("statements_per_delivery", "webhook.statements_per_first_delivery", 10.0, "statements"),
     ("messages_per_prebooking", "qstash.messages_per_prebooking", 1.0, "QStash messages"),
     ("attempts_per_prebooking", "qstash.attempts_per_prebooking", 1.07, "delivery attempts"),
-    ("schedule_messages_per_day", "qstash.schedule_messages_per_day", 1824.0, "messages/day"),
+    ("schedule_messages_per_day", "qstash.schedule_messages_per_day", 289.0, "messages/day"),
     ("active_schedules", "qstash.active_schedules", 3.0, "schedules"),
     ("bytes_per_prebooking", "db.bytes_per_prebooking", 1000.0, "bytes incl. indexes"),
     ("bytes_per_arrival", "db.bytes_per_arrival", 450.0, "bytes incl. indexes"),
@@ -56,7 +56,7 @@ class UnitCosts:
     statements_per_delivery: float = 10.0
     messages_per_prebooking: float = 1.0
     attempts_per_prebooking: float = 1.07
-    schedule_messages_per_day: float = 1824.0
+    schedule_messages_per_day: float = 289.0
     active_schedules: float = 3.0
     bytes_per_prebooking: float = 1000.0
     bytes_per_arrival: float = 450.0

@@ -130,12 +130,19 @@ def test_qstash_messages_attempts_plan_and_price_by_hand():
     p = inputs(load={"prebookings_per_day": 10_000})
     c = unit(messages_per_prebooking=1.0, attempts_per_prebooking=1.07)
     use = model.plan(p, c).qstash
-    assert (use.messages_per_day, use.attempts_per_day) == (11_824, 12_524)  # + 1,824 schedules
+    assert (use.messages_per_day, use.attempts_per_day) == (10_289, 10_989)  # + 289 schedules
     assert use.plan == "pay-as-you-go"
-    assert use.monthly_usd == round(12_524 * 30.44 / 100_000, 2)  # $1 per 100K, attempts
-    assert use.other_billing_monthly_usd == round(11_824 * 30.44 / 100_000, 2)
-    assert use.migration_plan_monthly_usd == round(11_824 * 30.44 * 60 / 100_000, 2)
+    assert use.monthly_usd == round(10_989 * 30.44 / 100_000, 2)  # $1 per 100K, attempts
+    assert use.other_billing_monthly_usd == round(10_289 * 30.44 / 100_000, 2)
+    assert use.migration_plan_monthly_usd == round(10_289 * 30.44 * 60 / 100_000, 2)
     assert "free" in use.refused
+
+
+def test_a_small_gym_fits_the_free_plan_with_the_schedules():
+    """The schedules alone used to be 1,824 messages a day, over the free plan's 1,000."""
+    p = inputs(load={"prebookings_per_day": 300})
+    use = model.plan(p, unit(messages_per_prebooking=1.0, attempts_per_prebooking=1.07)).qstash
+    assert use.messages_per_day == 589 and use.plan == "free"
 
 
 def test_a_small_load_fits_the_free_plan_and_a_large_one_a_fixed_plan():
