@@ -868,18 +868,24 @@ class Dispatcher:
         """Mark the leaders' prepared batches sent (one statement, keeping what is still this
         process's) and hand them to the firing line, each class in FIFO order."""
         batch = [(g, g.ready) for g in groups]
+        woke_ms = (min(map(_at, groups)) - self.clock.now()).total_seconds() * 1e3
+        due_ms = max(self._mark_lead(g) for g in groups).total_seconds() * 1e3
         for group in groups:
             group.ready = []
+        started = time.perf_counter()
         try:
             kept = {m.id for m in self._still_mine([m for _, members in batch for m in members])}
         except SQLAlchemyError as exc:
             self._give_all_back(batch, exc)
             return
+        marked = time.perf_counter()
         sending = [(g, [m for m in members if m.id in kept]) for g, members in batch]
         self._schedule_sends(sending, "leader")
         left_ms = (min(map(_at, groups)) - self.clock.now()).total_seconds() * 1e3
         log.info("%d member(s) of %d class(es) sent to the firing line %.0f ms before the"
-                 " first anchor", len(kept), len(groups), left_ms)  # fmt: skip
+                 " first anchor (step began %.0f ms before it, due %.0f; marked in %.0f ms)",
+                 len(kept), len(groups), left_ms, woke_ms, due_ms,
+                 (marked - started) * 1e3)  # fmt: skip
 
     def _schedule_sends(self, batch: Batch, role: str) -> None:
         sending = []
