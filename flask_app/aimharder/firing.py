@@ -180,9 +180,10 @@ class FiringLine:
     def _write_due(self) -> None:
         """Write, in order, every shot whose instant has come; wake their owners afterwards."""
         fired: list[_Entry] = []
+        started = wrote = self._now_ns()
         try:
             with self._cond:
-                now = self._now_ns()
+                now = started
                 while self._heap and self._heap[0].at_ns <= now:
                     entry = heapq.heappop(self._heap)
                     fired.append(entry)
@@ -190,10 +191,18 @@ class FiringLine:
                     entry.written = True
                     if self._heap and self._heap[0].at_ns > now:
                         now = self._now_ns()
+                wrote = self._now_ns()
         finally:
             # Woken only now, so their response parsing does not compete with the writes.
             for entry in fired:
                 entry.finish()
+        if len(fired) > 1:  # a burst: how late it began and how long its writes took
+            log.info(
+                "firing line: %d shots written from %.1f ms after the first one's instant,"
+                " over %.1f ms (the last due %.1f ms after the first)",
+                len(fired), (started - fired[0].at_ns) / 1e6, (wrote - started) / 1e6,
+                (fired[-1].at_ns - fired[0].at_ns) / 1e6,
+            )  # fmt: skip
 
 
 def _ns(at: datetime) -> int:
