@@ -868,7 +868,8 @@ class Dispatcher:
         """Mark the leaders' prepared batches sent (one statement, keeping what is still this
         process's) and hand them to the firing line, each class in FIFO order."""
         batch = [(g, g.ready) for g in groups]
-        woke_ms = (min(map(_at, groups)) - self.clock.now()).total_seconds() * 1e3
+        anchor = min(map(_at, groups))
+        woke_ms = (anchor - self.clock.now()).total_seconds() * 1e3
         due_ms = max(self._mark_lead(g) for g in groups).total_seconds() * 1e3
         for group in groups:
             group.ready = []
@@ -881,7 +882,7 @@ class Dispatcher:
         marked = time.perf_counter()
         sending = [(g, [m for m in members if m.id in kept]) for g, members in batch]
         self._schedule_sends(sending, "leader")
-        left_ms = (min(map(_at, groups)) - self.clock.now()).total_seconds() * 1e3
+        left_ms = (anchor - self.clock.now()).total_seconds() * 1e3
         log.info("%d member(s) of %d class(es) sent to the firing line %.0f ms before the"
                  " first anchor (step began %.0f ms before it, due %.0f; marked in %.0f ms)",
                  len(kept), len(groups), left_ms, woke_ms, due_ms,
