@@ -4,7 +4,8 @@ The beat schedule becomes QStash schedules that call `/api/qstash/tasks/<name>`;
 running after the legacy cron path is retired. The app creates or updates them itself at
 start (the background runner's `qstash-schedules` job: one process across every instance, by
 a job lease; again at once when a deploy changes them), and every process checks them every
-few minutes, so `/api/health` shows whether they exist without asking QStash per request.
+few minutes, so `/api/health` shows whether they exist without asking QStash per request; a
+check that finds one missing creates it at once.
 `flask --app wsgi tasks sync-schedules` still does the same by hand.
 """
 
@@ -149,6 +150,8 @@ def _schedules(now: datetime, *, apply: bool) -> dict[str, Any]:
         return {"skipped": "QStash publishing is off"}
     try:
         plan = sync(app, apply=apply)
+        if not apply and plan.create:
+            _recreate_missing(app, plan)
     except QStashError as exc:
         log.warning("QStash schedules could not be %s: %s", "synced" if apply else "read", exc)
         app.extensions[_STATUS] = ScheduleStatus(now, error=str(exc))
@@ -156,8 +159,22 @@ def _schedules(now: datetime, *, apply: bool) -> dict[str, Any]:
     status = _status_of(plan, now)
     if apply:  # what was missing or outdated has just been written
         status = ScheduleStatus(now, {entry: "present" for entry in status.entries})
+    else:  # what was missing has just been created
+        status = ScheduleStatus(
+            now, {e: "present" if v == "missing" else v for e, v in status.entries.items()}
+        )
     app.extensions[_STATUS] = status
     return status.to_json()
+
+
+def _recreate_missing(app: Flask, plan: SyncPlan) -> None:
+    """Create the schedules the check found missing, at once and in whichever process saw it
+    (idempotent: the same ids). The full sync (which also updates and deletes) stays with one
+    process per interval, under its lease: after a restart that lease can be held for up to
+    SYNC_INTERVAL by the process that died, and a QStash that lost its schedules (qstash_dev
+    restarted, or someone deleted them) would go that long without a relay."""
+    log.warning("QStash schedules missing, creating them: %s", [s.entry for s in plan.create])
+    beat.apply_plan(SyncPlan(create=plan.create), get_gateway(app))
 
 
 def sync_schedules_job(now: datetime) -> dict[str, Any]:
@@ -166,7 +183,8 @@ def sync_schedules_job(now: datetime) -> dict[str, Any]:
 
 
 def check_schedules_job(now: datetime) -> dict[str, Any]:
-    """Read the QStash schedules and note which exist (each process, for /api/health)."""
+    """Read the QStash schedules, create the missing ones, and note what there is (each
+    process, for /api/health)."""
     return _schedules(now, apply=False)
 
 

@@ -222,6 +222,23 @@ def test_schedules_are_created_at_start_by_one_process_and_health_shows_them(
     assert ran["qstash-schedules-check"]["all_present"] is True
 
 
+def test_a_check_that_finds_a_schedule_missing_creates_it_without_waiting_for_the_lease(
+    app, app_config, gateway
+):
+    """A restarted process may wait SYNC_INTERVAL for the sync's lease (the dead process held
+    it); a QStash that lost its schedules meanwhile gets them back from the first check."""
+    get_runner(app).run_once()  # the process before the restart synced, and holds the lease
+    gateway.schedules_by_id.clear()  # QStash lost them (qstash_dev restarted, or deleted)
+    restarted = create_app(app_config)
+    try:
+        ran = get_runner(restarted).run_once()
+    finally:
+        close(restarted)
+    assert "qstash-schedules" not in ran  # the sync's lease is still held: not its turn
+    assert ran["qstash-schedules-check"]["entries"]["relay-prebookings"] == "present"
+    assert "shim-relay-prebookings" in gateway.schedules_by_id
+
+
 def test_a_deploy_deletes_the_per_minute_schedules_an_earlier_version_created(app, gateway):
     """The DLQ and stale claims moved to the background runner: their QStash schedules (1,536
     messages a day, more than the free plan's 1,000) go at the next sync."""
