@@ -79,14 +79,17 @@ def test_a_straggler_that_never_answers_holds_the_round_only_until_the_wait():
 
 def test_a_timer_left_from_a_fired_round_does_not_fire_the_next_one():
     fired = Fired()
-    r = rounds(fired, wait_s=0.2)
+    waits = iter([0.05, 60.0])  # round 1's timer is short, round 2's long
+    r = ResendRounds(fired, wait=lambda: timedelta(seconds=next(waits)))
     r.sending(["A", "A"])
-    r.too_early("A", waiting(0))  # starts a timer for round 1
+    r.too_early("A", waiting(0))  # round 1 waits: its timer, 0.05 s
     r.too_early("A", waiting(1))  # round 1 fires now, by count
     fired.event.clear()
-    r.too_early("A", waiting(0))  # round 2 waits for rank 1 (its timer: 0.2 s from now)
-    assert not fired.event.wait(0.1)
+    r.too_early("A", waiting(0))  # round 2 waits for rank 1: its timer, 60 s
+    assert not fired.event.wait(0.5)  # round 1's timer, had it survived, would have fired it
     assert len(fired.rounds) == 1
+    r.answered("A")  # rank 1 booked: round 2 goes (and its timer is cancelled)
+    assert fired.rounds[1:] == [("A", ["m0"])]
 
 
 def test_without_timers_nothing_fires_until_the_class_has_answered():
