@@ -156,13 +156,10 @@ def _schedules(now: datetime, *, apply: bool) -> dict[str, Any]:
         log.warning("QStash schedules could not be %s: %s", "synced" if apply else "read", exc)
         app.extensions[_STATUS] = ScheduleStatus(now, error=str(exc))
         return {"error": str(exc)}
-    status = _status_of(plan, now)
-    if apply:  # what was missing or outdated has just been written
-        status = ScheduleStatus(now, {entry: "present" for entry in status.entries})
-    else:  # what was missing has just been created
-        status = ScheduleStatus(
-            now, {e: "present" if v == "missing" else v for e, v in status.entries.items()}
-        )
+    # What was just written is present now: missing and outdated by a sync, missing by a check.
+    written = {"missing", "outdated"} if apply else {"missing"}
+    entries = _status_of(plan, now).entries
+    status = ScheduleStatus(now, {e: "present" if v in written else v for e, v in entries.items()})
     app.extensions[_STATUS] = status
     return status.to_json()
 
